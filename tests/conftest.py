@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import asyncpg
+import pymysql
+import pytest
+from databases import DatabaseURL
+from starlette.testclient import TestClient
+
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+
+
+def require_server(url: str, variable: str) -> None:
+    """Fail in CI, and skip elsewhere, when the database server behind ``url`` is unreachable."""
+    parsed = DatabaseURL(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=2).close()
+    except OSError as exc:
+        message = f"no database server at {parsed.obscure_password} ({exc}); set {variable} to point the tests at one"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+async def postgres_admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def mysql_admin(statement: str) -> None:
+    url = DatabaseURL(MYSQL_URL)
+    connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, password=url.password or "")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Yield the URL of a new, empty database on the backend the test is parametrized with (SQLite by default)."""
+    backend = getattr(request, "param", "sqlite")
+    name = f"notes_test_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'notes.db'}"
+    elif backend == "postgresql":
+        require_server(POSTGRES_URL, "POSTGRES_URL")
+        asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
+        yield str(DatabaseURL(POSTGRES_URL).replace(database=name))
+        asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    else:
+        require_server(MYSQL_URL, "MYSQL_URL")
+        mysql_admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        yield str(DatabaseURL(MYSQL_URL).replace(database=name))
+        mysql_admin(f"DROP DATABASE {name}")
+
+
+def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import ``module_name`` anew with ``variable`` set to ``url``, so its app uses that database."""
+    monkeypatch.setenv(variable, url)
+    return importlib.reload(importlib.import_module(module_name))
+
+
+@pytest.fixture
+def port_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return load("notes_app", "DATABASE_URL", database_url, monkeypatch)
+
+
+@pytest.fixture
+def client(port_app: ModuleType) -> Iterator[TestClient]:
+    with TestClient(port_app.app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def reference_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    reference = load(
+        "tests.reference_app", "REFERENCE_DATABASE_URL", f"sqlite:///{tmp_path / 'reference.db'}", monkeypatch
+    )
+    with TestClient(reference.app, raise_server_exceptions=False) as client:
+        yield client
