@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +22,7 @@ from starlette.testclient import TestClient
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 BACKENDS = ["sqlite", "postgresql", "mysql"]
+ROOT = Path(__file__).parent.parent
 
 
 def require_server(url: str, variable: str) -> None:
@@ -93,3 +98,40 @@ def reference_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     )
     with TestClient(reference.app, raise_server_exceptions=False) as client:
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve(app: str, env: dict[str, str], *args: str) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn process and yield its base URL; stop it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", *args]
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, f"uvicorn exited with {process.returncode}"
+                assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def live_server(database_url: str) -> Iterator[str]:
+    """Yield the base URL of the port served by uvicorn on its own database."""
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as url:
+        yield url
