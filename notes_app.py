@@ -6,6 +6,7 @@ import contextlib
 import email.message
 import json
 import os
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,11 @@ DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")
 MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
 
 database = databases.Database(DATABASE_URL)
+SQLITE_PRAGMAS = [
+    "PRAGMA busy_timeout = 30000",  # Wait for other worker processes' writes instead of failing.
+    "PRAGMA journal_mode = WAL",  # Readers and the writer do not block each other; one fsync per commit.
+    "PRAGMA synchronous = FULL",  # A note is on disk before its 200 goes out, power cut or not.
+]
 
 metadata = sqlalchemy.MetaData()
 
@@ -37,6 +43,7 @@ notes = sqlalchemy.Table(
     # MySQL's VARCHAR needs a length and its TEXT stops at 64 KiB: a note may be as long as the body limit.
     sqlalchemy.Column("text", sqlalchemy.String().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")),
     sqlalchemy.Column("completed", sqlalchemy.Boolean),
+    mysql_charset="utf8mb4",  # 4-byte UTF-8, emoji included, whatever the server's default
 )
 
 
@@ -67,9 +74,37 @@ class Note(BaseModel):
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Connect to the database and create the ``notes`` table if it is missing."""
-    async with database:
-        await database.execute(sqlalchemy.schema.CreateTable(notes, if_not_exists=True))
+    async with database, shared_sqlite_connection():
+        await create_table()
         yield
+
+
+async def create_table() -> None:
+    """Create the ``notes`` table if it is missing (production databases use the Alembic migrations)."""
+    create = sqlalchemy.schema.CreateTable(notes, if_not_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MySQL warns when IF NOT EXISTS finds the table: that is the point.
+        try:
+            await database.execute(create)
+        except Exception:
+            # Worker processes starting together race on PostgreSQL, which fails the losers: the table is there now.
+            await database.execute(create)
+
+
+@contextlib.asynccontextmanager
+async def shared_sqlite_connection() -> AsyncIterator[None]:
+    """On SQLite, run every query on one connection: ``databases`` would open one, and a thread, per query."""
+    if database.url.dialect != "sqlite":
+        yield
+        return
+    async with database.connection() as connection:
+        for pragma in SQLITE_PRAGMAS:
+            await connection.execute(pragma)
+        database._global_connection = connection
+        try:
+            yield
+        finally:
+            database._global_connection = None
 
 
 async def read_body(request: Request) -> Any:
