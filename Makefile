@@ -35,3 +35,7 @@ test: lint node_modules/.installed
 
 clean:
 	rm -rf $(VENV) node_modules
+
+bench: $(VENV)/.test node_modules/.installed
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/run.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any
 
 import httpx2 as httpx
@@ -172,3 +173,21 @@ def test_same_answer(
     else:
         assert summary(response) == summary(expected)
         assert summary(client.get("/notes/")) == summary(reference_client.get("/notes/"))
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("count", [6, 7, 8, 21, 25])
+def test_long_list_streams_the_same_body(
+    port_app: ModuleType, client: TestClient, reference_client: TestClient, count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(port_app, "PAGE_SIZE", 7)
+    for index in range(count):
+        note = {"text": f"note {index} ✓", "completed": index % 3 == 0}
+        assert client.post("/notes/", json=note).json() == reference_client.post("/notes/", json=note).json()
+
+    response = client.get("/notes/")
+    expected = reference_client.get("/notes/")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == expected.headers["content-type"]
+    assert response.content == expected.content
+    assert len(response.json()) == count

@@ -1,0 +1,255 @@
+"""Measure the port against the FastAPI reference, side by side, on one machine in one run.
+
+Each scenario starts a fresh uvicorn (one worker, pinned to core 0) on a freshly seeded database, loads it
+from core 1 (wrk, or 20 concurrent clients for the big reads), and reads the server's peak RSS. Run with
+``make bench``; ``python bench/run.py --help`` lists the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import httpx2 as httpx
+from pydantic_core import to_json
+
+ROOT = Path(__file__).parent.parent
+APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CREATE = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR, completed BOOLEAN)"
+POST_SCRIPT = """wrk.method = "POST"
+wrk.body = '{"text": "a note from the benchmark", "completed": false}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+@dataclass
+class Result:
+    rate: float  # requests per second
+    p99_ms: float
+    peak_rss_mib: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def seed_sqlite(path: Path, rows: int) -> str:
+    with sqlite3.connect(path) as connection:
+        connection.execute(CREATE.format(serial="INTEGER"))
+        connection.executemany(
+            "INSERT INTO notes (text, completed) VALUES (?, ?)",
+            ((f"note number {index}", index % 2 == 0) for index in range(rows)),
+        )
+    return f"sqlite:///{path}"
+
+
+async def seed_postgres(name: str, rows: int) -> str:
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    connection = await asyncpg.connect(url)
+    await connection.execute(CREATE.format(serial="SERIAL"))
+    await connection.copy_records_to_table(
+        "notes",
+        records=[(f"note number {index}", index % 2 == 0) for index in range(rows)],
+        columns=["text", "completed"],
+    )
+    await connection.close()
+    return url
+
+
+@contextmanager
+def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int]]:
+    """Serve ``app`` on ``url``'s database under uvicorn on core 0; yield its address and process id."""
+    port = free_port()
+    command = ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", app, "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, variable: url})
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        httpx.get(f"http://127.0.0.1:{port}/notes/", timeout=120)  # warm up
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1)) / 1024
+
+
+def run_wrk(url: str, seconds: int, connections: int, script: str | None = None) -> tuple[float, float, int]:
+    """Return wrk's requests per second, 99th percentile latency in ms, and count of requests answered."""
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"{url}/notes/"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        if script:
+            lua.write(script)
+            lua.flush()
+            command += ["-s", lua.name]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output or "Socket errors" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return rate, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], answered
+
+
+async def concurrent_reads(url: str, clients: int) -> tuple[float, float]:
+    """Send ``clients`` GETs at once; return the wall time of all and the slowest one's, in seconds."""
+    async with httpx.AsyncClient(timeout=600) as client:
+
+        async def read() -> float:
+            start = time.perf_counter()
+            response = await client.get(f"{url}/notes/")
+            assert response.status_code == 200
+            return time.perf_counter() - start
+
+        start = time.perf_counter()
+        slowest = max(await asyncio.gather(*(read() for _ in range(clients))))
+        return time.perf_counter() - start, slowest
+
+
+def database_for(backend: str, app: str, rows: int, directory: Path) -> str:
+    if backend == "sqlite":
+        path = directory / f"{app}-{rows}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return seed_sqlite(path, rows)
+    return asyncio.run(seed_postgres(f"bench_{app}", rows))
+
+
+def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
+    rows = {"small": 10, "large": args.large, "post": 0, "huge": args.huge}[scenario]
+    results = {}
+    for name, (app, variable) in APPS.items():
+        url = database_for(backend, name, rows, directory)
+        with server(app, variable, url) as (address, pid):
+            if scenario == "huge":
+                wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
+                results[name] = Result(args.clients / wall, slowest * 1000, peak_rss_mib(pid))
+            else:
+                script = POST_SCRIPT if scenario == "post" else None
+                rate, p99, answered = run_wrk(address, args.seconds, args.connections, script)
+                results[name] = Result(rate, p99, peak_rss_mib(pid))
+        if scenario == "post":
+            check_durable(backend, url, name, answered)
+    return results
+
+
+def check_durable(backend: str, url: str, app: str, answered: int) -> None:
+    """Stop the benchmark unless every note acknowledged with a 200 is stored (counted after the server stopped)."""
+    if backend == "sqlite":
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            stored = connection.execute("SELECT count(*) FROM notes").fetchone()[0]
+    else:
+        stored = asyncio.run(count_postgres(url))
+    if stored < answered:
+        raise SystemExit(f"{app} on {backend}: {answered} notes acknowledged, {stored} stored")
+
+
+async def count_postgres(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM notes")
+        return count
+    finally:
+        await connection.close()
+
+
+def ceiling(args: argparse.Namespace) -> float:
+    """Return the req/s of a bare Starlette app answering the small GET from memory: the framework's limit."""
+    with server("bench.bare_app:app", "UNUSED", "") as (address, _):
+        rate, _, _ = run_wrk(address, args.seconds, args.connections)
+    return rate
+
+
+async def floor(path: Path, rows: int, repeat: int) -> float:
+    """Return the ms for aiosqlite alone to fetch ``rows`` notes and pydantic_core to encode them."""
+    async with aiosqlite.connect(path) as connection:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            cursor = await connection.execute("SELECT id, text, completed FROM notes")
+            fetched = await cursor.fetchall()
+            to_json([{"id": id, "text": text, "completed": bool(done)} for id, text, done in fetched])
+        return (time.perf_counter() - start) / repeat * 1000
+
+
+LABELS = {
+    "small": "GET /notes/, 10 rows",
+    "large": "GET /notes/, {large:,} rows",
+    "post": "POST /notes/",
+    "huge": "{clients} concurrent GETs of {huge:,} rows",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--scenarios", default="small,large,post,huge")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")
+    parser.add_argument("--large", type=int, default=10_000, help="rows in the large GET")
+    parser.add_argument("--huge", type=int, default=100_000, help="rows in the concurrent big reads")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent big reads")
+    args = parser.parse_args()
+
+    print(f"# {os.cpu_count()} cores, {platform_line()}; server on core 0, load on core 1, one uvicorn worker\n")
+    columns = ["backend", "scenario", "FastAPI req/s", "port req/s", "ratio", "FastAPI p99 ms", "port p99 ms"]
+    columns += ["FastAPI peak RSS MiB", "port peak RSS MiB"]
+    print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 7)
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        directory = Path(tmp)
+        for backend in args.backends.split(","):
+            for scenario in args.scenarios.split(","):
+                results = measure(backend, scenario, args, directory)
+                fastapi, port = results["fastapi"], results["port"]
+                label = LABELS[scenario].format(**vars(args))
+                cells = [backend, label, f"{fastapi.rate:,.1f}", f"{port.rate:,.1f}"]
+                cells += [f"{port.rate / fastapi.rate:.2f}x", f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
+                cells += [f"{fastapi.peak_rss_mib:,.0f}", f"{port.peak_rss_mib:,.0f}"]
+                print("| " + " | ".join(cells) + " |", flush=True)
+        path = Path(seed_sqlite(directory / "floor.db", args.large).removeprefix("sqlite:///"))
+        milliseconds = asyncio.run(floor(path, args.large, 20))
+        print(f"\nCeiling: a bare Starlette app answers the 10-row GET from memory at {ceiling(args):,.0f} req/s.")
+        print(
+            f"Floor: aiosqlite fetching {args.large:,} rows and pydantic_core encoding them takes {milliseconds:.1f} ms"
+        )
+        print(f"(at most {1000 / milliseconds:,.0f} req/s for any code that reads the table that way).")
+
+
+def platform_line() -> str:
+    model = re.search(r"model name\s+: (.*)", Path("/proc/cpuinfo").read_text())
+    return f"{model.group(1) if model else 'unknown CPU'}, Python {sys.version.split()[0]}"
+
+
+if __name__ == "__main__":
+    main()
