@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.message
 import json
+import logging
 import os
+import sqlite3
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import databases
+import pymysql
 import sqlalchemy
 from databases.interfaces import Record
 from pydantic import BaseModel, ValidationError, field_validator
@@ -31,6 +36,16 @@ MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
 PAGE_SIZE = 1000  # notes per query and per chunk of a streamed list
 
 database = databases.Database(DATABASE_URL)
+# What the drivers raise when the database is down, unreachable, locked or failing.
+DATABASE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    pymysql.Error,
+)
+logger = logging.getLogger("notes_app")
 metadata = sqlalchemy.MetaData()
 
 notes = sqlalchemy.Table(
@@ -77,14 +92,18 @@ class Note(BaseModel):
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Connect to the database, create the ``notes`` table if it is missing, and choose how to run INSERTs."""
-    async with database:
-        if database.url.dialect == "sqlite":
-            async with sqlite_tuning.tuned(database) as group_commit:
+    try:
+        async with database:
+            if database.url.dialect == "sqlite":
+                async with sqlite_tuning.tuned(database) as group_commit:
+                    await create_table()
+                    yield {"execute": group_commit.execute}
+            else:
                 await create_table()
-                yield {"execute": group_commit.execute}
-        else:
-            await create_table()
-            yield {"execute": database.execute}
+                yield {"execute": database.execute}
+    except DATABASE_ERRORS as exc:
+        logger.critical("Cannot use the database at %s: %s", database.url.obscure_password, exc)
+        raise
 
 
 async def create_table() -> None:
@@ -99,9 +118,22 @@ async def create_table() -> None:
             await database.execute(create)
 
 
+async def read_limited(request: Request) -> bytes:
+    """Return the body, refusing one over ``MAX_BODY_SIZE`` before it is read, or as soon as it goes over."""
+    too_large = HTTPException(status_code=413, detail="Content Too Large")
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_SIZE:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_SIZE:
+            raise too_large
+    return bytes(body)
+
+
 async def read_body(request: Request) -> Any:
     """Return the body as FastAPI hands it to a body parameter: decoded JSON, or the raw bytes if not JSON."""
-    body = await request.body()
+    body = await read_limited(request)
     if not body:
         raise ValidationError.from_exception_data("NoteIn", [InitErrorDetails(type="missing", loc=(), input=None)])
     message = email.message.Message()
@@ -176,6 +208,19 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """Answer a 503 when the database fails, and log why: the client learns nothing of the database."""
+    logger.error("%s %s failed: the database said %r", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "Database unavailable, try again later"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Answer an unexpected error with a JSON 500 (uvicorn logs its traceback), never with the traceback."""
+    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+
+
 routes = [
     APIRoute("/notes/", read_notes, method="GET", response_model=list[Note]),
     APIRoute("/notes/", create_note, method="POST", body=NoteIn, response_model=Note),
@@ -184,6 +229,9 @@ routes = [
 app = Starlette(
     routes=routes + docs_routes(routes, title="Notes", version="0.1.0"),
     lifespan=lifespan,
-    exception_handlers={HTTPException: http_exception},
-    max_body_size=MAX_BODY_SIZE,
+    exception_handlers={
+        HTTPException: http_exception,
+        **{error: database_unavailable for error in DATABASE_ERRORS},
+        Exception: server_error,
+    },
 )

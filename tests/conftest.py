@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import asyncpg
 import pymysql
@@ -100,6 +101,11 @@ def reference_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield client
 
 
+class Server(NamedTuple):
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -108,8 +114,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: str, env: dict[str, str], *args: str) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn process and yield its base URL; stop it afterwards."""
+def serve(app: str, env: dict[str, str], *args: str) -> Iterator[Server]:
+    """Run ``app`` under a real uvicorn process and yield it with its base URL; stop it afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", *args]
     process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT)
@@ -124,14 +130,15 @@ def serve(app: str, env: dict[str, str], *args: str) -> Iterator[str]:
                 assert process.poll() is None, f"uvicorn exited with {process.returncode}"
                 assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
                 time.sleep(0.05)
-        yield url
+        yield Server(url, process)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 @pytest.fixture
 def live_server(database_url: str) -> Iterator[str]:
     """Yield the base URL of the port served by uvicorn on its own database."""
-    with serve("notes_app:app", {"DATABASE_URL": database_url}) as url:
-        yield url
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
+        yield server.url

@@ -32,9 +32,9 @@ async def create_concurrently(url: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("workers", [1, 4])
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_concurrent_creates(database_url: str, workers: int) -> None:
-    with serve("notes_app:app", {"DATABASE_URL": database_url}, "--workers", str(workers)) as url:
-        created = asyncio.run(create_concurrently(url))
-        listed = httpx.get(f"{url}/notes/", timeout=60).json()
+    with serve("notes_app:app", {"DATABASE_URL": database_url}, "--workers", str(workers)) as server:
+        created = asyncio.run(create_concurrently(server.url))
+        listed = httpx.get(f"{server.url}/notes/", timeout=60).json()
 
     ids = [note["id"] for note in created]
     assert len(set(ids)) == CREATES

@@ -1,0 +1,360 @@
+"""Limits, hostile input, database failures, crashes and shutdowns: the service answers cleanly and keeps every note."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import asyncpg
+import httpx2 as httpx
+import pymysql
+import pytest
+from databases import DatabaseURL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from tests.conftest import BACKENDS, free_port, load, serve
+
+LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")
+
+
+def assert_clean_error(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert "detail" in response.json()
+    for leak in LEAKS:
+        assert leak not in response.text, response.text
+
+
+def test_body_over_the_limit_is_refused(client: TestClient) -> None:
+    body = b'{"text": "' + b"x" * (1024 * 1024) + b'", "completed": true}'
+    response = client.post("/notes/", content=body, headers={"content-type": "application/json"})
+    assert_clean_error(response, 413)
+    assert response.json() == {"detail": "Content Too Large"}
+    assert client.get("/notes/").json() == []
+
+
+def test_body_limit_is_configurable(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BODY_SIZE", "50")
+    notes_app = load("notes_app", "DATABASE_URL", database_url, monkeypatch)
+    fits = b'{"completed": true, "text": "%s"}' % (b"x" * 19)
+    assert len(fits) == 50
+    with TestClient(notes_app.app) as client:
+        created = client.post("/notes/", content=fits, headers={"content-type": "application/json"})
+        assert created.status_code == 200, created.text
+        response = client.post("/notes/", content=fits + b" ", headers={"content-type": "application/json"})
+    assert_clean_error(response, 413)
+
+
+def raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send ``head`` and ``body`` on a new connection and return what the server answers within 10 s."""
+    parsed = DatabaseURL(url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        return sock.recv(65536)
+
+
+def test_huge_declared_body_is_refused_before_reading(live_server: str) -> None:
+    head = b"POST /notes/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 67108864\r\n\r\n"
+    answer = raw_request(live_server, head, b'{"text": "')  # 64 MiB announced, a few bytes sent
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert answer.endswith(b'{"detail":"Content Too Large"}'), answer
+
+
+def test_huge_chunked_body_is_refused(live_server: str) -> None:
+    head = b"POST /notes/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"x" * 65536
+    body = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 20  # 1.25 MiB, no end
+    answer = raw_request(live_server, head, body)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert httpx.get(f"{live_server}/notes/").json() == []
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities included
+    | st.text(st.characters(codec=None)),  # lone surrogates and NUL included
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=10,
+)
+bodies = (
+    st.fixed_dictionaries({}, optional={"text": json_values, "completed": json_values, "extra": json_values})
+    | json_values
+)
+
+
+header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=20).map(
+    lambda value: value.encode("latin-1")
+)
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=bodies.map(encode) | st.binary(max_size=200),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x+json", "", "application/json; x"]),
+    headers=st.dictionaries(st.sampled_from([b"accept", b"x-forwarded-for", b"cookie"]), header_values),
+)
+def test_no_input_gets_a_server_error(
+    client: TestClient, body: bytes, content_type: str, headers: dict[bytes, bytes]
+) -> None:
+    response = client.post("/notes/", content=body, headers={**headers, b"content-type": content_type.encode()})
+    assert response.status_code in (200, 400, 422), response.text
+    assert response.headers["content-type"] == "application/json"
+    if response.status_code == 200:
+        assert client.get("/notes/").json()[-1] == response.json()
+
+
+def test_sql_metacharacters_are_stored_verbatim(client: TestClient) -> None:
+    text = "Robert'); DROP TABLE notes;-- \" \\ % _ ` $1 ? :name"
+    response = client.post("/notes/", json={"text": text, "completed": False})
+    assert response.status_code == 200, response.text
+    assert client.get("/notes/").json() == [{"id": 1, "text": text, "completed": False}]
+
+
+def test_database_error_is_a_503_that_leaks_nothing(
+    port_app: ModuleType, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(port_app.app) as client:
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as outside:
+            outside.execute("DROP TABLE notes")
+        with caplog.at_level(logging.ERROR, logger="notes_app"):
+            listed = client.get("/notes/")
+            created = client.post("/notes/", json={"text": "a", "completed": True})
+    assert_clean_error(listed, 503)
+    assert_clean_error(created, 503)
+    assert listed.headers["retry-after"] == "1"
+    assert "no such table: notes" in caplog.text  # the log says what the client is not told
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 to another port, whose network can be cut and restored."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.thread.start()
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers |= {writer, upstream_writer}
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    async def _start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+        await asyncio.sleep(0.1)  # let the aborted transports close their sockets
+
+    def restore(self) -> None:
+        self.call(self._start())
+
+    def cut(self) -> None:
+        self.call(self._stop())
+
+    def close(self) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture
+def postgres_through_proxy(database_url: str) -> Iterator[tuple[str, Proxy]]:
+    """Yield the URL of the test's PostgreSQL database reached through a proxy, and the proxy."""
+    url = DatabaseURL(database_url)
+    proxy = Proxy(url.port or 5432)
+    proxy.restore()
+    yield str(url.replace(port=proxy.port)), proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_database_outage_is_a_503_and_recovers(postgres_through_proxy: tuple[str, Proxy]) -> None:
+    url, proxy = postgres_through_proxy
+    with serve("notes_app:app", {"DATABASE_URL": url}) as server:
+        assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
+        proxy.cut()
+        for _ in range(3):
+            assert_clean_error(httpx.get(f"{server.url}/notes/"), 503)
+            assert_clean_error(httpx.post(f"{server.url}/notes/", json={"text": "during", "completed": True}), 503)
+        proxy.restore()
+        deadline = time.monotonic() + 10
+        while (response := httpx.get(f"{server.url}/notes/")).status_code != 200:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.1)
+        created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
+        assert created.status_code == 200, created.text
+        assert [note["text"] for note in httpx.get(f"{server.url}/notes/").json()] == ["before", "after"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_starting_with_the_database_down_fails_fast(postgres_through_proxy: tuple[str, Proxy]) -> None:
+    url, proxy = postgres_through_proxy
+    proxy.cut()
+    url = str(DatabaseURL(url).replace(username="postgres", password="s3cret"))
+    command = [sys.executable, "-m", "uvicorn", "notes_app:app", "--port", str(free_port())]
+    started = time.monotonic()
+    result = subprocess.run(
+        command, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 20
+    assert f"Cannot use the database at postgresql://postgres:********@127.0.0.1:{proxy.port}/" in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+async def create_until_stopped(url: str, stop: threading.Event, acknowledged: list[dict[str, Any]]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+        async def writer(number: int) -> None:
+            index = 0
+            while not stop.is_set():
+                note = {"text": f"writer {number} note {index} " + "x" * (index % 50), "completed": index % 2 == 0}
+                try:
+                    response = await client.post("/notes/", json=note)
+                except httpx.TransportError:
+                    return  # the server died with this request in flight: not acknowledged
+                if response.status_code == 200:
+                    acknowledged.append(response.json())
+                index += 1
+
+        await asyncio.gather(*(writer(number) for number in range(20)))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_kill_9_loses_no_acknowledged_note(database_url: str) -> None:
+    acknowledged: list[dict[str, Any]] = []
+    stop = threading.Event()
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
+        load_thread = threading.Thread(target=asyncio.run, args=(create_until_stopped(server.url, stop, acknowledged),))
+        load_thread.start()
+        time.sleep(2)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        stop.set()
+        load_thread.join()
+    assert len(acknowledged) > 100
+
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
+        listed = {note["id"]: note for note in httpx.get(f"{server.url}/notes/", timeout=60).json()}
+    for note in acknowledged:
+        assert listed.get(note["id"]) == note
+    for note in listed.values():  # nothing half-written
+        writer, index = note["text"].split(" note ")[0], note["text"].split(" note ")[1].split(" ")[0]
+        assert note["text"] == f"{writer} note {index} " + "x" * (int(index) % 50)
+        assert note["completed"] == (int(index) % 2 == 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_sigterm_lets_requests_in_flight_finish(database_url: str) -> None:
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
+        seed(database_url, 30_000)
+
+        async def read_all_during_shutdown() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                requests = [client.stream("GET", "/notes/") for _ in range(10)]
+                responses = [await request.__aenter__() for request in requests]  # all in flight: headers are in
+                server.process.send_signal(signal.SIGTERM)
+                lengths = [len(await response.aread()) for response in responses]
+                for request in requests:
+                    await request.__aexit__(None, None, None)
+                assert {response.status_code for response in responses} == {200}
+                return lengths
+
+        lengths = asyncio.run(read_all_during_shutdown())
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal
+    assert len(set(lengths)) == 1 and lengths[0] > 30_000 * 40
+
+
+def seed(database_url: str, rows: int) -> None:
+    """Add ``rows`` notes straight into the database, behind the running app's back."""
+    values = [(f"note number {index}", index % 2 == 0) for index in range(rows)]
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=30) as connection:
+            connection.executemany("INSERT INTO notes (text, completed) VALUES (?, ?)", values)
+    elif database_url.startswith("postgresql"):
+
+        async def copy() -> None:
+            connection = await asyncpg.connect(database_url)
+            await connection.copy_records_to_table("notes", records=values, columns=["text", "completed"])
+            await connection.close()
+
+        asyncio.run(copy())
+    else:
+        url = DatabaseURL(database_url)
+        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO notes (text, completed) VALUES (%s, %s)", values)
+        connection.commit()
+        connection.close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_big_reads_keep_memory_bounded(database_url: str) -> None:
+    rows = 100_000
+    with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
+        seed(database_url, rows)
+
+        async def read_concurrently() -> list[bytes]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+                responses = await asyncio.gather(*(client.get("/notes/") for _ in range(20)))
+            assert {response.status_code for response in responses} == {200}
+            return [response.content for response in responses]
+
+        bodies = asyncio.run(read_concurrently())
+        peak = peak_rss_mib(server.process.pid)
+    assert len(set(bodies)) == 1
+    notes = httpx.Response(200, content=bodies[0]).json()
+    assert len(notes) == rows
+    assert notes[-1] == {"id": rows, "text": f"note number {rows - 1}", "completed": (rows - 1) % 2 == 0}
+    assert peak < 150, f"peak RSS {peak:.0f} MiB"
