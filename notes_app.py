@@ -193,6 +193,7 @@ def as_notes(rows: list[Record]) -> list[dict[str, Any]]:
 
 
 async def create_note(request: Request) -> Response:
+    """Validate the body as FastAPI would, insert the note, and return it with its new id."""
     try:
         note = NoteIn.model_validate(await read_body(request), from_attributes=True)
     except ValidationError as exc:
