@@ -41,6 +41,7 @@ wrk.headers["Content-Type"] = "application/json"
 class Result:
     rate: float  # requests per second
     p99_ms: float
+    idle_rss_mib: float  # once started, before the first request
     peak_rss_mib: float
 
 
@@ -79,8 +80,8 @@ async def seed_postgres(name: str, rows: int) -> str:
 
 
 @contextmanager
-def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int]]:
-    """Serve ``app`` on ``url``'s database under uvicorn on core 0; yield its address and process id."""
+def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int, float]]:
+    """Serve ``app`` on ``url``'s database under uvicorn on core 0; yield its address, pid and idle RSS."""
     port = free_port()
     command = ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     command += ["--log-level", "warning", "--no-access-log"]
@@ -92,16 +93,18 @@ def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int]]:
                 break
             except OSError:
                 time.sleep(0.05)
+        idle = rss_mib(process.pid, "VmRSS")
         httpx.get(f"http://127.0.0.1:{port}/notes/", timeout=120)  # warm up
-        yield f"http://127.0.0.1:{port}", process.pid
+        yield f"http://127.0.0.1:{port}", process.pid, idle
     finally:
         process.terminate()
         process.wait(timeout=60)
 
 
-def peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
     assert match, status
     return int(match.group(1)) / 1024
 
@@ -152,14 +155,14 @@ def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Pa
     results = {}
     for name, (app, variable) in APPS.items():
         url = database_for(backend, name, rows, directory)
-        with server(app, variable, url) as (address, pid):
+        with server(app, variable, url) as (address, pid, idle):
             if scenario == "huge":
                 wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
-                results[name] = Result(args.clients / wall, slowest * 1000, peak_rss_mib(pid))
+                results[name] = Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid))
             else:
                 script = POST_SCRIPT if scenario == "post" else None
                 rate, p99, answered = run_wrk(address, args.seconds, args.connections, script)
-                results[name] = Result(rate, p99, peak_rss_mib(pid))
+                results[name] = Result(rate, p99, idle, rss_mib(pid))
         if scenario == "post":
             check_durable(backend, url, name, answered)
     return results
@@ -187,7 +190,7 @@ async def count_postgres(url: str) -> int:
 
 def ceiling(args: argparse.Namespace) -> float:
     """Return the req/s of a bare Starlette app answering the small GET from memory: the framework's limit."""
-    with server("bench.bare_app:app", "UNUSED", "") as (address, _):
+    with server("bench.bare_app:app", "UNUSED", "") as (address, _, _):
         rate, _, _ = run_wrk(address, args.seconds, args.connections)
     return rate
 
@@ -224,26 +227,34 @@ def main() -> None:
 
     print(f"# {os.cpu_count()} cores, {platform_line()}; server on core 0, load on core 1, one uvicorn worker\n")
     columns = ["backend", "scenario", "FastAPI req/s", "port req/s", "ratio", "FastAPI p99 ms", "port p99 ms"]
-    columns += ["FastAPI peak RSS MiB", "port peak RSS MiB"]
+    columns += ["FastAPI RSS MiB, idle → peak", "port RSS MiB, idle → peak"]
     print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 7)
+    port_rates: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         directory = Path(tmp)
         for backend in args.backends.split(","):
             for scenario in args.scenarios.split(","):
                 results = measure(backend, scenario, args, directory)
                 fastapi, port = results["fastapi"], results["port"]
+                port_rates[backend, scenario] = port.rate
                 label = LABELS[scenario].format(**vars(args))
                 cells = [backend, label, f"{fastapi.rate:,.1f}", f"{port.rate:,.1f}"]
                 cells += [f"{port.rate / fastapi.rate:.2f}x", f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
-                cells += [f"{fastapi.peak_rss_mib:,.0f}", f"{port.peak_rss_mib:,.0f}"]
+                cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
+        bare = ceiling(args)
+        print(f"\nCeiling: a bare Starlette app answers the 10-row GET from memory at {bare:,.0f} req/s", end="")
+        if ("sqlite", "small") in port_rates:
+            print(f"; the port, on SQLite, reaches {port_rates['sqlite', 'small'] / bare:.0%} of that", end="")
         path = Path(seed_sqlite(directory / "floor.db", args.large).removeprefix("sqlite:///"))
         milliseconds = asyncio.run(floor(path, args.large, 20))
-        print(f"\nCeiling: a bare Starlette app answers the 10-row GET from memory at {ceiling(args):,.0f} req/s.")
-        print(
-            f"Floor: aiosqlite fetching {args.large:,} rows and pydantic_core encoding them takes {milliseconds:.1f} ms"
-        )
-        print(f"(at most {1000 / milliseconds:,.0f} req/s for any code that reads the table that way).")
+        print(f".\nFloor: aiosqlite fetching {args.large:,} rows", end="")
+        print(f" and pydantic_core encoding them take {milliseconds:.1f} ms", end="")
+        if ("sqlite", "large") in port_rates:
+            print(
+                f"; the port serves them in {1000 / port_rates['sqlite', 'large']:.1f} ms a request under load", end=""
+            )
+        print(".")
 
 
 def platform_line() -> str:

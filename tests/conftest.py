@@ -142,3 +142,13 @@ def live_server(database_url: str) -> Iterator[str]:
     """Yield the base URL of the port served by uvicorn on its own database."""
     with serve("notes_app:app", {"DATABASE_URL": database_url}) as server:
         yield server.url
+
+
+@pytest.fixture(autouse=True, scope="session")
+def developer_database_untouched() -> Iterator[None]:
+    """Fail the run if a test wrote the default database file, the developer's own."""
+    default = ROOT / "test.db"
+    before = default.stat().st_mtime_ns if default.exists() else None
+    yield
+    after = default.stat().st_mtime_ns if default.exists() else None
+    assert after == before, "a test wrote ./test.db, the developer's database"
