@@ -43,6 +43,7 @@ class Result:
     p99_ms: float
     idle_rss_mib: float  # once started, before the first request
     peak_rss_mib: float
+    errors: str = ""  # what wrk saw go wrong, if anything
 
 
 def free_port() -> int:
@@ -109,21 +110,24 @@ def rss_mib(pid: int, field: str = "VmHWM") -> float:
     return int(match.group(1)) / 1024
 
 
-def run_wrk(url: str, seconds: int, connections: int, script: str | None = None) -> tuple[float, float, int]:
-    """Return wrk's requests per second, 99th percentile latency in ms, and count of requests answered."""
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"{url}/notes/"]
+def run_wrk(url: str, seconds: int, connections: int, script: str | None = None) -> tuple[float, float, int, str]:
+    """Return wrk's requests per second, 99th percentile latency in ms, count of 2xx answers, and errors seen."""
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    command += ["--latency", f"{url}/notes/"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         if script:
             lua.write(script)
             lua.flush()
             command += ["-s", lua.name]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in output or "Socket errors" in output:
-        raise SystemExit(f"wrk saw errors:\n{output}")
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = [f"{failed.group(1)} non-2xx"] if failed else []
+    errors += re.findall(r"Socket errors: (.*)", output)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
     answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    return rate, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], answered
+    acknowledged = answered - (int(failed.group(1)) if failed else 0)
+    return rate, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], acknowledged, ", ".join(errors)
 
 
 async def concurrent_reads(url: str, clients: int) -> tuple[float, float]:
@@ -161,22 +165,22 @@ def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Pa
                 results[name] = Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid))
             else:
                 script = POST_SCRIPT if scenario == "post" else None
-                rate, p99, answered = run_wrk(address, args.seconds, args.connections, script)
-                results[name] = Result(rate, p99, idle, rss_mib(pid))
+                rate, p99, acknowledged, errors = run_wrk(address, args.seconds, args.connections, script)
+                results[name] = Result(rate, p99, idle, rss_mib(pid), errors)
         if scenario == "post":
-            check_durable(backend, url, name, answered)
+            check_durable(backend, url, name, acknowledged)
     return results
 
 
-def check_durable(backend: str, url: str, app: str, answered: int) -> None:
+def check_durable(backend: str, url: str, app: str, acknowledged: int) -> None:
     """Stop the benchmark unless every note acknowledged with a 200 is stored (counted after the server stopped)."""
     if backend == "sqlite":
         with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
             stored = connection.execute("SELECT count(*) FROM notes").fetchone()[0]
     else:
         stored = asyncio.run(count_postgres(url))
-    if stored < answered:
-        raise SystemExit(f"{app} on {backend}: {answered} notes acknowledged, {stored} stored")
+    if stored < acknowledged:
+        raise SystemExit(f"{app} on {backend}: {acknowledged} notes acknowledged, {stored} stored")
 
 
 async def count_postgres(url: str) -> int:
@@ -191,7 +195,7 @@ async def count_postgres(url: str) -> int:
 def ceiling(args: argparse.Namespace) -> float:
     """Return the req/s of a bare Starlette app answering the small GET from memory: the framework's limit."""
     with server("bench.bare_app:app", "UNUSED", "") as (address, _, _):
-        rate, _, _ = run_wrk(address, args.seconds, args.connections)
+        rate, _, _, _ = run_wrk(address, args.seconds, args.connections)
     return rate
 
 
@@ -238,7 +242,8 @@ def main() -> None:
                 fastapi, port = results["fastapi"], results["port"]
                 port_rates[backend, scenario] = port.rate
                 label = LABELS[scenario].format(**vars(args))
-                cells = [backend, label, f"{fastapi.rate:,.1f}", f"{port.rate:,.1f}"]
+                rates = [f"{r.rate:,.1f}" + (f" ({r.errors})" if r.errors else "") for r in (fastapi, port)]
+                cells = [backend, label, *rates]
                 cells += [f"{port.rate / fastapi.rate:.2f}x", f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
