@@ -86,9 +86,7 @@ def get_definitions(routes: Sequence[APIRoute]) -> tuple[dict[tuple[int, JsonSch
         if route.response_model is not None:
             inputs.append((index, "serialization", TypeAdapter(route.response_model).core_schema))
     field_mapping, definitions = GenerateJsonSchema(ref_template=REF_TEMPLATE).generate_definitions(inputs)
-    return {key: schema for key, schema in field_mapping.items()}, {
-        str(name): schema for name, schema in definitions.items()
-    }
+    return field_mapping, {str(name): schema for name, schema in definitions.items()}
 
 
 def get_openapi_operation(
