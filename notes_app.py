@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 import sqlite_tuning
 from schema import APIRoute, docs_routes
 
+logger = logging.getLogger("notes_app")
 config = Config(".env" if os.path.exists(".env") else None)
 DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")
 MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
@@ -45,7 +46,7 @@ DATABASE_ERRORS = (
     asyncpg.InterfaceError,
     pymysql.Error,
 )
-logger = logging.getLogger("notes_app")
+
 metadata = sqlalchemy.MetaData()
 
 notes = sqlalchemy.Table(
