@@ -51,5 +51,5 @@ def test_same_bytes_on_the_wire(
         assert b"\r\ncontent-type: application/json\r\n" in answer, answer
     else:
         assert answer == expected
-    listed = ("GET", "/notes/", {}, b"")
+    listed: tuple[str, str, dict[str, str], bytes] = ("GET", "/notes/", {}, b"")
     assert exchange(port, listed) == exchange(reference, listed)
