@@ -51,7 +51,8 @@ class GroupCommit:
                         future.set_exception(exc)
             else:
                 for (_, future), result in zip(group, results):
-                    if not future.done():  # Its request was cancelled; the note is stored all the same.
+                    # A cancelled request's future is done already; its note is stored all the same.
+                    if not future.done():
                         future.set_result(result)
 
 
