@@ -38,4 +38,4 @@ clean:
 
 bench: $(VENV)/.test node_modules/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run

@@ -2,7 +2,7 @@
 
 Each scenario starts a fresh uvicorn (one worker, pinned to core 0) on a freshly seeded database, loads it
 from core 1 (wrk, or 20 concurrent clients for the big reads), and reads the server's peak RSS. Run with
-``make bench``; ``python bench/run.py --help`` lists the knobs.
+``make bench``; ``python -m bench.run --help`` lists the knobs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import asyncpg
 import httpx2 as httpx
 from pydantic_core import to_json
 
+from tests.conftest import free_port, rss_mib
+
 ROOT = Path(__file__).parent.parent
 APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -44,13 +46,6 @@ class Result:
     idle_rss_mib: float  # once started, before the first request
     peak_rss_mib: float
     errors: str = ""  # what wrk saw go wrong, if anything
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def seed_sqlite(path: Path, rows: int) -> str:
@@ -100,14 +95,6 @@ def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int, float]
     finally:
         process.terminate()
         process.wait(timeout=60)
-
-
-def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"{field}:\s+(\d+) kB", status)
-    assert match, status
-    return int(match.group(1)) / 1024
 
 
 def run_wrk(url: str, seconds: int, connections: int, script: str | None = None) -> tuple[float, float, int, str]:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -112,6 +113,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1)) / 1024
 
 
 @contextlib.contextmanager

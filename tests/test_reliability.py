@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -27,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.conftest import BACKENDS, free_port, load, serve
+from tests.conftest import BACKENDS, free_port, load, rss_mib, serve
 
 LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")
 
@@ -332,13 +331,6 @@ def seed(database_url: str, rows: int) -> None:
         connection.close()
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_big_reads_keep_memory_bounded(database_url: str) -> None:
     rows = 100_000
@@ -352,7 +344,7 @@ def test_big_reads_keep_memory_bounded(database_url: str) -> None:
             return [response.content for response in responses]
 
         bodies = asyncio.run(read_concurrently())
-        peak = peak_rss_mib(server.process.pid)
+        peak = rss_mib(server.process.pid)
     assert len(set(bodies)) == 1
     notes = httpx.Response(200, content=bodies[0]).json()
     assert len(notes) == rows
