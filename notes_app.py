@@ -13,9 +13,7 @@ import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import databases
-import pymysql
 import sqlalchemy
 from databases.interfaces import Record
 from pydantic import BaseModel, ValidationError, field_validator
@@ -37,15 +35,17 @@ MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
 PAGE_SIZE = 1000  # notes per query and per chunk of a streamed list
 
 database = databases.Database(DATABASE_URL)
-# What the drivers raise when the database is down, unreachable, locked or failing.
-DATABASE_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    sqlite3.Error,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    pymysql.Error,
-)
+# What the drivers raise when the database is down, unreachable, locked or failing. Only the driver in use is
+# imported: the others would take memory for nothing.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError, sqlite3.Error)
+if database.url.dialect == "postgresql":
+    import asyncpg
+
+    DATABASE_ERRORS += (asyncpg.PostgresError, asyncpg.InterfaceError)
+elif database.url.dialect == "mysql":
+    import pymysql
+
+    DATABASE_ERRORS += (pymysql.Error,)
 
 metadata = sqlalchemy.MetaData()
 

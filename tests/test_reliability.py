@@ -350,3 +350,18 @@ def test_big_reads_keep_memory_bounded(database_url: str) -> None:
     assert len(notes) == rows
     assert notes[-1] == {"id": rows, "text": f"note number {rows - 1}", "completed": (rows - 1) % 2 == 0}
     assert peak < 150, f"peak RSS {peak:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("url", "drivers"),
+    [
+        pytest.param("sqlite:///./notes.db", ["aiosqlite"], id="sqlite"),
+        pytest.param("postgresql://localhost/notes", ["asyncpg"], id="postgresql"),
+        pytest.param("mysql://localhost/notes", ["aiomysql", "pymysql"], id="mysql"),
+    ],
+)
+def test_only_the_driver_in_use_is_loaded(url: str, drivers: list[str]) -> None:
+    code = "import sys, notes_app; print(sorted({'aiosqlite', 'asyncpg', 'aiomysql', 'pymysql'} & set(sys.modules)))"
+    env = {**os.environ, "DATABASE_URL": url}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout == f"{drivers}\n"
