@@ -179,11 +179,15 @@ async def fetch_page(after: int) -> list[Record]:
 
 async def stream_notes(rows: list[Record]) -> AsyncIterator[bytes]:
     """Yield the JSON array of all notes, a page of rows at a time, starting with ``rows``."""
-    yield b"[" + to_json(as_notes(rows))[1:-1]
-    while len(rows) == PAGE_SIZE:
-        rows = await fetch_page(after=rows[-1]["id"])
-        if rows:
-            yield b"," + to_json(as_notes(rows))[1:-1]
+    separator = b"["
+    while rows:
+        after, more = rows[-1]["id"], len(rows) == PAGE_SIZE
+        chunk = separator + to_json(as_notes(rows))[1:-1]
+        rows = []  # Let the rows go while the client takes the bytes: short notes' rows take six times more memory.
+        yield chunk
+        separator = b","
+        if more:
+            rows = await fetch_page(after=after)
     yield b"]"
 
 

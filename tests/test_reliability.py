@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -329,6 +330,31 @@ def seed(database_url: str, rows: int) -> None:
             cursor.executemany("INSERT INTO notes (text, completed) VALUES (%s, %s)", values)
         connection.commit()
         connection.close()
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_a_client_taking_a_page_holds_its_bytes_not_its_rows(
+    port_app: ModuleType, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(port_app, "PAGE_SIZE", 7)
+    notes = [{"text": f"note {index}", "completed": index % 2 == 0} for index in range(10)]
+    for note in notes:
+        assert client.post("/notes/", json=note).status_code == 200
+
+    class Page(list[Any]):
+        """A list of rows that a weak reference can watch."""
+
+    assert client.portal is not None
+    page = Page(client.portal.call(port_app.fetch_page, 0))
+    watched = weakref.ref(page)
+    stream = port_app.stream_notes(page)
+    del page
+    first = client.portal.call(stream.__anext__)
+    assert watched() is None, "the stream keeps the page's rows while the client takes its bytes"
+    rest = [client.portal.call(stream.__anext__) for _ in range(2)]
+    with pytest.raises(StopAsyncIteration):
+        client.portal.call(stream.__anext__)
+    assert json.loads(b"".join([first, *rest])) == [{"id": index + 1, **note} for index, note in enumerate(notes)]
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
