@@ -1,8 +1,8 @@
 """Measure the port against the FastAPI reference, side by side, on one machine in one run.
 
 Each scenario starts a fresh uvicorn (one worker, pinned to core 0) on a freshly seeded database, loads it
-from core 1 (wrk, or 20 concurrent clients for the big reads), and reads the server's peak RSS. Run with
-``make bench``; ``python -m bench.run --help`` lists the knobs.
+from core 1 (wrk, with 10 connections or 30 for the crowded large GET, or 20 concurrent clients for the big
+reads), and reads the server's peak RSS. Run with ``make bench``; ``python -m bench.run --help`` lists the knobs.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def database_for(backend: str, app: str, rows: int, directory: Path) -> str:
 
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
-    rows = {"small": 10, "large": args.large, "post": 0, "huge": args.huge}[scenario]
+    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "huge": args.huge}[scenario]
+    connections = args.crowd if scenario == "crowded" else args.connections
     results = {}
     for name, (app, variable) in APPS.items():
         url = database_for(backend, name, rows, directory)
@@ -152,7 +153,7 @@ def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Pa
                 results[name] = Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid))
             else:
                 script = POST_SCRIPT if scenario == "post" else None
-                rate, p99, acknowledged, errors = run_wrk(address, args.seconds, args.connections, script)
+                rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script)
                 results[name] = Result(rate, p99, idle, rss_mib(pid), errors)
         if scenario == "post":
             check_durable(backend, url, name, acknowledged)
@@ -200,6 +201,7 @@ async def floor(path: Path, rows: int, repeat: int) -> float:
 LABELS = {
     "small": "GET /notes/, 10 rows",
     "large": "GET /notes/, {large:,} rows",
+    "crowded": "GET /notes/, {large:,} rows, {crowd} connections",
     "post": "POST /notes/",
     "huge": "{clients} concurrent GETs of {huge:,} rows",
 }
@@ -208,10 +210,11 @@ LABELS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--scenarios", default="small,large,post,huge")
+    parser.add_argument("--scenarios", default="small,large,crowded,post,huge")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")
     parser.add_argument("--large", type=int, default=10_000, help="rows in the large GET")
+    parser.add_argument("--crowd", type=int, default=30, help="wrk's connections in the crowded large GET")
     parser.add_argument("--huge", type=int, default=100_000, help="rows in the concurrent big reads")
     parser.add_argument("--clients", type=int, default=20, help="concurrent big reads")
     args = parser.parse_args()
