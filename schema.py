@@ -7,20 +7,26 @@ from npm by ``make``, instead of a CDN, so they work offline.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from routing import APIRoute
+
+logger = logging.getLogger("notes_app")
 REF_TEMPLATE = "#/components/schemas/{model}"
 NODE_MODULES = Path(__file__).parent / "node_modules"
+SWAGGER_UI_DIST = NODE_MODULES / "swagger-ui-dist"
+REDOC_BUNDLES = NODE_MODULES / "redoc" / "bundles"
 # The docs pages may load nothing from another host (ReDoc's sidebar would fetch its logo from a CDN).
 DOCS_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -49,28 +55,6 @@ validation_error_response_definition = {
 }
 
 
-class APIRoute(Route):
-    """A ``Route`` that declares, like FastAPI's decorators, its request body and response models."""
-
-    def __init__(
-        self,
-        path: str,
-        endpoint: Callable[..., Any],
-        *,
-        method: str,
-        body: type[Any] | None = None,
-        response_model: Any = None,
-        status_code: int = 200,
-    ) -> None:
-        super().__init__(path, endpoint, methods=[method])
-        # Starlette adds HEAD to a GET route; FastAPI does not, and answers HEAD with a 405.
-        self.method = method.upper()
-        self.methods = {self.method}
-        self.body = body
-        self.response_model = response_model
-        self.status_code = status_code
-
-
 def generate_unique_id(route: APIRoute) -> str:
     """Return FastAPI's ``operationId``: the endpoint's name and path, then the method."""
     operation_id = re.sub(r"\W", "_", f"{route.name}{route.path_format}")
@@ -89,6 +73,25 @@ def get_definitions(routes: Sequence[APIRoute]) -> tuple[dict[tuple[int, JsonSch
     return field_mapping, {str(name): schema for name, schema in definitions.items()}
 
 
+def takes_input(route: APIRoute) -> bool:
+    return any(declared is not None for declared in (route.path_params, route.query_params, route.body))
+
+
+def get_openapi_operation_parameters(route: APIRoute) -> list[dict[str, Any]]:
+    """Return the OpenAPI parameters of a route: each field of its path and query models, as FastAPI lists them."""
+    parameters = []
+    for location, model in (("path", route.path_params), ("query", route.query_params)):
+        if model is None:
+            continue
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        for name, field_schema in schema["properties"].items():
+            if "default" in field_schema and field_schema["default"] is None:
+                del field_schema["default"]  # FastAPI documents no default of None for a parameter.
+            required = name in schema.get("required", ())
+            parameters.append({"name": name, "in": location, "required": required, "schema": field_schema})
+    return parameters
+
+
 def get_openapi_operation(
     route: APIRoute, index: int, field_mapping: dict[tuple[int, JsonSchemaMode], Any]
 ) -> dict[str, Any]:
@@ -97,6 +100,9 @@ def get_openapi_operation(
         "summary": route.name.replace("_", " ").title(),
         "operationId": generate_unique_id(route),
     }
+    parameters = get_openapi_operation_parameters(route)
+    if parameters:
+        operation["parameters"] = parameters
     if route.body is not None:
         body_schema = field_mapping[(index, "validation")]
         operation["requestBody"] = {"content": {"application/json": {"schema": body_schema}}, "required": True}
@@ -107,7 +113,7 @@ def get_openapi_operation(
             response_schema["title"] = f"Response_{generate_unique_id(route)}".title().replace("_", " ")
         response["content"] = {"application/json": {"schema": response_schema}}
     operation["responses"] = {str(route.status_code): response}
-    if route.body is not None:
+    if takes_input(route):
         operation["responses"]["422"] = {
             "description": "Validation Error",
             "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="HTTPValidationError")}}},
@@ -123,7 +129,7 @@ def get_openapi(*, title: str, version: str, routes: Sequence[BaseRoute]) -> dic
     for index, route in enumerate(api_routes):
         operation = get_openapi_operation(route, index, field_mapping)
         paths.setdefault(route.path_format, {})[route.method.lower()] = operation
-        if route.body is not None:
+        if takes_input(route):
             definitions["ValidationError"] = validation_error_definition
             definitions["HTTPValidationError"] = validation_error_response_definition
     output: dict[str, Any] = {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths}
@@ -198,29 +204,84 @@ def get_redoc_html(*, openapi_url: str, title: str) -> HTMLResponse:
     )
 
 
+def get_swagger_ui_oauth2_redirect_html() -> HTMLResponse:
+    """Return the page Swagger UI's OAuth2 flows come back to: swagger-ui-dist's script, which hands back the token."""
+    return HTMLResponse(
+        """<!doctype html>
+<html lang="en-US">
+<head>
+<title>Swagger UI: OAuth2 Redirect</title>
+</head>
+<body>
+<script src="/docs/assets/oauth2-redirect.js"></script>
+</body>
+</html>
+""",
+        headers=DOCS_HEADERS,
+    )
+
+
+def get_missing_docs_html(*, title: str, package: str) -> HTMLResponse:
+    """Return the page that stands for a docs page whose files are not installed, and says how to install them."""
+    return HTMLResponse(
+        f"""<!DOCTYPE html>
+<html>
+<head>
+<title>{title}</title>
+<meta charset="utf-8"/>
+</head>
+<body>
+<h1>{title}</h1>
+<p>This page needs the files of the npm package <code>{package}</code>, which are not installed.
+Run <code>npm ci</code> (<code>make run</code> does it) in the project's folder, then restart the app.</p>
+<p>The API's OpenAPI document is at <a href="/openapi.json">/openapi.json</a>.</p>
+</body>
+</html>
+""",
+        headers=DOCS_HEADERS,
+    )
+
+
 def docs_routes(routes: Sequence[BaseRoute], *, title: str, version: str) -> list[BaseRoute]:
-    """Return the routes FastAPI's ``setup()`` adds for ``routes``: the OpenAPI document, Swagger UI and ReDoc."""
+    """Return the routes FastAPI's ``setup()`` adds for ``routes``: the OpenAPI document, Swagger UI and ReDoc.
+
+    Swagger UI and ReDoc are served from ``node_modules``; where their packages are not installed, their pages say so
+    (and one line at start-up) instead of loading files that are not there.
+    """
     openapi_schema = get_openapi(title=title, version=version, routes=routes)
+    assets = {"swagger-ui-dist": SWAGGER_UI_DIST, "redoc": REDOC_BUNDLES}
+    missing = [package for package, directory in assets.items() if not directory.is_dir()]
+    if missing:
+        logger.warning("The docs pages need the npm packages %s: run `npm ci` (or `make run`)", " and ".join(missing))
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_schema)
 
     async def swagger_ui_html(request: Request) -> Response:
+        if "swagger-ui-dist" in missing:
+            return get_missing_docs_html(title=f"{title} - Swagger UI", package="swagger-ui-dist")
         return get_swagger_ui_html(
             openapi_url="/openapi.json", title=f"{title} - Swagger UI", oauth2_redirect_url="/docs/oauth2-redirect"
         )
 
     async def swagger_ui_redirect(request: Request) -> Response:
-        return FileResponse(NODE_MODULES / "swagger-ui-dist" / "oauth2-redirect.html")
+        if "swagger-ui-dist" in missing:
+            return get_missing_docs_html(title="Swagger UI: OAuth2 Redirect", package="swagger-ui-dist")
+        return get_swagger_ui_oauth2_redirect_html()
 
     async def redoc_html(request: Request) -> Response:
+        if "redoc" in missing:
+            return get_missing_docs_html(title=f"{title} - ReDoc", package="redoc")
         return get_redoc_html(openapi_url="/openapi.json", title=f"{title} - ReDoc")
 
-    return [
+    docs: list[BaseRoute] = [
         Route("/openapi.json", openapi, include_in_schema=False),
         Route("/docs", swagger_ui_html, include_in_schema=False),
         Route("/docs/oauth2-redirect", swagger_ui_redirect, include_in_schema=False),
         Route("/redoc", redoc_html, include_in_schema=False),
-        Mount("/docs/assets", StaticFiles(directory=NODE_MODULES / "swagger-ui-dist", check_dir=False)),
-        Mount("/redoc/assets", StaticFiles(directory=NODE_MODULES / "redoc" / "bundles", check_dir=False)),
     ]
+    if "swagger-ui-dist" not in missing:
+        docs.append(Mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIST)))
+    if "redoc" not in missing:
+        docs.append(Mount("/redoc/assets", StaticFiles(directory=REDOC_BUNDLES)))
+    return docs

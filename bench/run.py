@@ -27,8 +27,6 @@ import asyncpg
 import httpx2 as httpx
 from pydantic_core import to_json
 
-from tests.conftest import free_port, rss_mib
-
 ROOT = Path(__file__).parent.parent
 APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -37,6 +35,19 @@ POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"text": "a note from the benchmark", "completed": false}'
 wrk.headers["Content-Type"] = "application/json"
 """
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
+    match = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else float("nan")
 
 
 @dataclass

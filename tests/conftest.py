@@ -1,60 +1,18 @@
+"""Fixtures: a new database for each test on the backend it is parametrized with, and the apps on it."""
+
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-import os
-import re
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
-import asyncpg
-import pymysql
 import pytest
 from databases import DatabaseURL
 from starlette.testclient import TestClient
 
-POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-BACKENDS = ["sqlite", "postgresql", "mysql"]
-ROOT = Path(__file__).parent.parent
-
-
-def require_server(url: str, variable: str) -> None:
-    """Fail in CI, and skip elsewhere, when the database server behind ``url`` is unreachable."""
-    parsed = DatabaseURL(url)
-    try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=2).close()
-    except OSError as exc:
-        message = f"no database server at {parsed.obscure_password} ({exc}); set {variable} to point the tests at one"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-async def postgres_admin(statement: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def mysql_admin(statement: str) -> None:
-    url = DatabaseURL(MYSQL_URL)
-    connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, password=url.password or "")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
+from tests.helpers import MYSQL_URL, POSTGRES_URL, ROOT, load, mysql_admin, postgres_admin, require_server, serve
 
 
 @pytest.fixture
@@ -77,12 +35,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         mysql_admin(f"DROP DATABASE {name}")
 
 
-def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import ``module_name`` anew with ``variable`` set to ``url``, so its app uses that database."""
-    monkeypatch.setenv(variable, url)
-    return importlib.reload(importlib.import_module(module_name))
-
-
 @pytest.fixture
 def port_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return load("notes_app", "DATABASE_URL", database_url, monkeypatch)
@@ -101,50 +53,6 @@ def reference_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     )
     with TestClient(reference.app, raise_server_exceptions=False) as client:
         yield client
-
-
-class Server(NamedTuple):
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"{field}:\s+(\d+) kB", status)
-    assert match, status
-    return int(match.group(1)) / 1024
-
-
-@contextlib.contextmanager
-def serve(app: str, env: dict[str, str], *args: str) -> Iterator[Server]:
-    """Run ``app`` under a real uvicorn process and yield it with its base URL; stop it afterwards."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", *args]
-    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, f"uvicorn exited with {process.returncode}"
-                assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-                time.sleep(0.05)
-        yield Server(url, process)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import serve
+from tests.helpers import serve
 
 CREATES = 2000
 IN_FLIGHT = 100

@@ -9,7 +9,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 GUIDE = (ROOT / "docs" / "comparison.md").read_text()
 LINKS = re.findall(r"\[`(\w+)`\]\(\.\./(\w+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)

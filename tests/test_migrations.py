@@ -8,7 +8,7 @@ import sys
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import BACKENDS, ROOT, load
+from tests.helpers import BACKENDS, ROOT, load
 
 
 def alembic(database_url: str, *args: str) -> str:

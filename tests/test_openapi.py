@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 from openapi_spec_validator import validate
 from pydantic import BaseModel
@@ -13,7 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.testclient import TestClient
 
-from schema import APIRoute, docs_routes, get_openapi
+from routing import APIRoute
+from schema import docs_routes, get_openapi
+from tests.helpers import ROOT, serve
 
 
 def test_document_equals_fastapi(client: TestClient, reference_client: TestClient) -> None:
@@ -121,6 +128,51 @@ def test_docs_pages_and_assets(client: TestClient, path: str, content_type: str)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == content_type
     assert "cdn" not in response.text.lower() or path.endswith(".js")
+
+
+def referenced(html: str) -> list[str]:
+    """Return the paths of the scripts, styles and icons a page loads."""
+    return re.findall(r'(?:src|href)="(/[^"]*)"', html)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_everything_a_docs_page_loads_is_served(client: TestClient, page: str) -> None:
+    html = client.get(page).text
+    paths = referenced(html)
+    assert paths, html
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, path
+
+
+def test_oauth2_redirect_page_loads_swagger_uis_script(client: TestClient) -> None:
+    response = client.get("/docs/oauth2-redirect")
+    assert response.status_code == 200, response.text
+    assert referenced(response.text) == ["/docs/assets/oauth2-redirect.js"]
+    script = client.get("/docs/assets/oauth2-redirect.js")
+    assert "swaggerUIRedirectOauth2" in script.text
+
+
+def test_without_the_npm_packages_the_pages_say_what_is_missing(tmp_path: Path) -> None:
+    """A pip-only install (no ``npm ci``) serves pages that say what to install, and nothing answers a 5xx."""
+    for module in ROOT.glob("*.py"):
+        shutil.copy(module, tmp_path)
+    with serve("notes_app:app", {"DATABASE_URL": f"sqlite:///{tmp_path / 'notes.db'}"}, cwd=tmp_path, stderr=PIPE) as s:
+        pages = {path: httpx.get(f"{s.url}{path}") for path in ("/docs", "/redoc", "/docs/oauth2-redirect")}
+        assets = [httpx.get(f"{s.url}{path}") for path in ("/docs/assets/swagger-ui.css", "/redoc/assets/x.js")]
+        document = httpx.get(f"{s.url}/openapi.json")
+        s.process.terminate()
+        assert s.process.stderr is not None
+        with s.process.stderr:
+            stderr = s.process.stderr.read().decode()
+    for path, page in pages.items():
+        assert page.status_code == 200, path
+        assert "npm ci" in page.text, page.text
+        assert referenced(page.text) == ["/openapi.json"], page.text
+    assert [asset.status_code for asset in assets] == [404, 404]
+    assert document.status_code == 200
+    assert "The docs pages need the npm packages swagger-ui-dist and redoc: run `npm ci`" in stderr, stderr
+    assert stderr.count("npm ci") == 1, stderr
 
 
 def test_docs_pages_load_nothing_from_elsewhere(client: TestClient) -> None:

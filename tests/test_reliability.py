@@ -14,20 +14,18 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
 
-import asyncpg
 import httpx2 as httpx
-import pymysql
 import pytest
 from databases import DatabaseURL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.conftest import BACKENDS, free_port, load, rss_mib, serve
+from tests.helpers import BACKENDS, free_port, load, rss_mib, seed, serve
 
 LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")
 
@@ -182,10 +180,12 @@ class Proxy:
     async def _stop(self) -> None:
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
+        # Before waiting for the server: from Python 3.12 on, wait_closed() waits for its open connections too.
         for writer in self.writers:
             writer.transport.abort()
         self.writers.clear()
+        if self.server is not None:
+            await self.server.wait_closed()
         await asyncio.sleep(0.1)  # let the aborted transports close their sockets
 
     def restore(self) -> None:
@@ -309,52 +309,39 @@ def test_sigterm_lets_requests_in_flight_finish(database_url: str) -> None:
     assert len(set(lengths)) == 1 and lengths[0] > 30_000 * 40
 
 
-def seed(database_url: str, rows: int) -> None:
-    """Add ``rows`` notes straight into the database, behind the running app's back."""
-    values = [(f"note number {index}", index % 2 == 0) for index in range(rows)]
-    if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=30) as connection:
-            connection.executemany("INSERT INTO notes (text, completed) VALUES (?, ?)", values)
-    elif database_url.startswith("postgresql"):
-
-        async def copy() -> None:
-            connection = await asyncpg.connect(database_url)
-            await connection.copy_records_to_table("notes", records=values, columns=["text", "completed"])
-            await connection.close()
-
-        asyncio.run(copy())
-    else:
-        url = DatabaseURL(database_url)
-        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
-        with connection.cursor() as cursor:
-            cursor.executemany("INSERT INTO notes (text, completed) VALUES (%s, %s)", values)
-        connection.commit()
-        connection.close()
-
-
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_a_client_taking_a_page_holds_its_bytes_not_its_rows(
     port_app: ModuleType, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(port_app, "PAGE_SIZE", 7)
-    notes = [{"text": f"note {index}", "completed": index % 2 == 0} for index in range(10)]
+    monkeypatch.setattr(port_app.database, "page_size", 7)
+    notes = [{"text": f"note {index}", "completed": index % 2 == 0} for index in range(17)]
     for note in notes:
         assert client.post("/notes/", json=note).status_code == 200
 
     class Page(list[Any]):
         """A list of rows that a weak reference can watch."""
 
+    watched: list[weakref.ref[Page]] = []
+
+    async def watched_pages() -> AsyncIterator[list[Any]]:
+        async for rows in port_app.database.iterate_pages(port_app.notes):
+            page = [Page(rows)]
+            del rows
+            watched.append(weakref.ref(page[0]))
+            yield page.pop()
+
     assert client.portal is not None
-    page = Page(client.portal.call(port_app.fetch_page, 0))
-    watched = weakref.ref(page)
-    stream = port_app.stream_notes(page)
-    del page
-    first = client.portal.call(stream.__anext__)
-    assert watched() is None, "the stream keeps the page's rows while the client takes its bytes"
-    rest = [client.portal.call(stream.__anext__) for _ in range(2)]
-    with pytest.raises(StopAsyncIteration):
-        client.portal.call(stream.__anext__)
-    assert json.loads(b"".join([first, *rest])) == [{"id": index + 1, **note} for index, note in enumerate(notes)]
+    read_notes_route = port_app.routes[0]
+    response = client.portal.call(port_app.stream_response, read_notes_route.response_model, watched_pages())
+    chunks = []
+    while True:
+        try:
+            chunks.append(client.portal.call(response.body_iterator.__anext__))
+        except StopAsyncIteration:
+            break
+        assert [ref() for ref in watched] == [None] * len(watched), "the stream keeps rows while the client reads"
+    assert len(watched) == 3
+    assert json.loads(b"".join(chunks)) == [{"id": index + 1, **note} for index, note in enumerate(notes)]
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)

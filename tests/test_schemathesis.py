@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKENDS
+from tests.helpers import BACKENDS
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance"

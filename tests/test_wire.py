@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, serve
-from tests.test_differential import CASES
+from tests.helpers import CASES, Server, serve
 
 
 @pytest.fixture(scope="module")

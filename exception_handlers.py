@@ -1,0 +1,63 @@
+"""How errors are answered: FastAPI's handlers (``fastapi/exception_handlers.py``), and the port's for failures.
+
+``exception_handlers`` is what FastAPI registers on every app, plus a 503 when the database fails and a JSON 500
+for a bug: ``Starlette(exception_handlers=exception_handlers)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from routing import RequestValidationError
+from storage import DatabaseError
+
+logger = logging.getLogger("notes_app")
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Answer an ``HTTPException`` (404, 405, 400, 413, or one an endpoint raises) with ``{"detail": ...}``."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code < 200 or exc.status_code in (204, 205, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def request_validation_exception_handler(request: Request, exc: Exception) -> Response:
+    """Answer a ``RequestValidationError`` with FastAPI's 422: ``{"detail": [{"type", "loc", "msg", "input"}]}``."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [dict(error) for error in exc.errors()]
+    for error in detail:
+        if isinstance(error["input"], bytes):
+            error["input"] = error["input"].decode(errors="replace")
+    try:
+        return JSONResponse({"detail": detail}, status_code=422)
+    except (ValueError, RecursionError):
+        # FastAPI answers a plain-text 500 here: NaN, Infinity or a lone surrogate in the input have no JSON form.
+        return JSONResponse({"detail": [{**error, "input": None} for error in detail]}, status_code=422)
+
+
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """Answer a 503 when the database fails, and log why: the client learns nothing of the database."""
+    logger.error("%s %s failed: the database said %r", request.method, request.url.path, exc.__cause__ or exc)
+    return JSONResponse(
+        {"detail": "Database unavailable, try again later"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    """Answer an unexpected error with a JSON 500 (uvicorn logs its traceback), never with the traceback."""
+    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+
+
+exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    HTTPException: http_exception_handler,
+    RequestValidationError: request_validation_exception_handler,
+    DatabaseError: database_error_handler,
+    Exception: server_error_handler,
+}

@@ -1,0 +1,269 @@
+"""What the tests share: database servers, apps served by uvicorn, seeding, and the request cases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import asyncpg
+import httpx2 as httpx
+import pymysql
+import pytest
+from databases import DatabaseURL
+from starlette.testclient import TestClient
+
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+ROOT = Path(__file__).parent.parent
+
+
+def require_server(url: str, variable: str) -> None:
+    """Fail in CI, and skip elsewhere, when the database server behind ``url`` is unreachable."""
+    parsed = DatabaseURL(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=2).close()
+    except OSError as exc:
+        message = f"no database server at {parsed.obscure_password} ({exc}); set {variable} to point the tests at one"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+async def postgres_admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def mysql_admin(statement: str) -> None:
+    url = DatabaseURL(MYSQL_URL)
+    connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, password=url.password or "")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import ``module_name`` anew with ``variable`` set to ``url``, so its app uses that database."""
+    monkeypatch.setenv(variable, url)
+    return importlib.reload(importlib.import_module(module_name))
+
+
+class Server(NamedTuple):
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1)) / 1024
+
+
+@contextlib.contextmanager
+def serve(app: str, env: dict[str, str], *args: str, cwd: Path = ROOT, stderr: Any = None) -> Iterator[Server]:
+    """Run ``app`` under a real uvicorn process in ``cwd`` and yield it with its base URL; stop it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", *args]
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, f"uvicorn exited with {process.returncode}"
+                assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
+                time.sleep(0.05)
+        yield Server(url, process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def seed(database_url: str, rows: int) -> None:
+    """Add ``rows`` notes straight into the database, behind the running app's back."""
+    values = [(f"note number {index}", index % 2 == 0) for index in range(rows)]
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=30) as connection:
+            connection.executemany("INSERT INTO notes (text, completed) VALUES (?, ?)", values)
+    elif database_url.startswith("postgresql"):
+
+        async def copy() -> None:
+            connection = await asyncpg.connect(database_url)
+            await connection.copy_records_to_table("notes", records=values, columns=["text", "completed"])
+            await connection.close()
+
+        asyncio.run(copy())
+    else:
+        url = DatabaseURL(database_url)
+        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO notes (text, completed) VALUES (%s, %s)", values)
+        connection.commit()
+        connection.close()
+
+
+JSON = {"content-type": "application/json"}
+
+
+def post(body: Any, headers: dict[str, str] | None = JSON) -> tuple[str, str, dict[str, str], bytes]:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return "POST", "/notes/", dict(headers or {}), content
+
+
+def raw(text: str, headers: dict[str, str] | None = JSON) -> tuple[str, str, dict[str, str], bytes]:
+    return post(text.encode(), headers)
+
+
+INVALID_BOOLEANS: list[Any] = ["maybe", "", 2, -1, 0.5, None, [], {}, [True]]
+INVALID_STRINGS: list[Any] = [1, 1.5, None, True, [], {}, ["a"]]
+
+CASES = [
+    pytest.param(post({"text": "a", "completed": True}), id="create"),
+    pytest.param(post({"text": "", "completed": False}), id="empty-text"),
+    pytest.param(post({"text": "é ü 日本 😀 \u2028 \x7f \x1f \"'\\/<>&", "completed": True}), id="unicode"),
+    pytest.param(post({"text": "x" * 100_000, "completed": True}), id="long-text"),
+    pytest.param(post({"text": "'; DROP TABLE notes; --", "completed": True}), id="sql-metacharacters"),
+    pytest.param(post({"text": "a", "completed": True, "id": 99, "extra": [1, {"b": None}]}), id="extra-fields"),
+    pytest.param(raw('{"text": "a", "text": "b", "completed": true}'), id="duplicate-keys"),
+    pytest.param(raw('{"text": "a", "completed": true, "x": NaN}'), id="nan-in-extra-field"),
+    pytest.param(raw('{"text": "a", "completed": true, "x": "\\ud800"}'), id="surrogate-in-extra-field"),
+    *[
+        pytest.param(post({"text": "a", "completed": value}), id=f"completed-{value!r}")
+        for value in ("true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n", "True", "OFF", 1, 0)
+    ],
+    pytest.param(post({"text": "a", "completed": 0.0}), id="completed-0.0"),
+    pytest.param(post({"text": "a", "completed": 1.0}), id="completed-1.0"),
+    *[
+        pytest.param(post({"text": "a", "completed": value}), id=f"completed-invalid-{value!r}")
+        for value in INVALID_BOOLEANS
+    ],
+    *[
+        pytest.param(post({"text": value, "completed": True}), id=f"text-invalid-{value!r}")
+        for value in INVALID_STRINGS
+    ],
+    pytest.param(post({"completed": True}), id="missing-text"),
+    pytest.param(post({"text": "a"}), id="missing-completed"),
+    pytest.param(post({}), id="missing-both"),
+    pytest.param(post({"text": None}), id="missing-and-invalid"),
+    *[pytest.param(post(value), id=f"not-an-object-{value!r}") for value in ([], [1], "text", 1, 1.5, None, True)],
+    pytest.param(post(b""), id="empty-body"),
+    pytest.param(post(b"", headers=None), id="empty-body-no-content-type"),
+    *[
+        pytest.param(raw(text), id=f"malformed-{text!r}")
+        for text in [
+            '{"text":"a",',
+            "{",
+            "}",
+            "nope",
+            '{"text": "a" "completed": true}',
+            '{"text": "a", "completed": true,}',
+            "{'text': 'a', 'completed': true}",
+            '{"text":"a","completed":true}x',
+            '{"text":"a","completed":tru}',
+            " ",
+            "\n\n  {",
+            '{"text": "\\x"}',
+            '{"text": "a\nb", "completed": true}',
+        ]
+    ],
+    pytest.param(raw('{"text": "a", "completed": NaN}'), id="nan"),
+    pytest.param(raw('{"text": "a", "completed": Infinity}'), id="infinity"),
+    pytest.param(raw('{"text": -Infinity, "completed": true}'), id="text-minus-infinity"),
+    pytest.param(raw('{"text": "a", "completed": 1e400}'), id="huge-float"),
+    pytest.param(raw("[NaN]"), id="nan-array"),
+    pytest.param(raw('{"text": NaN}'), id="nan-and-missing"),
+    pytest.param(raw('{"text": "a", "completed": ' + "9" * 5000 + "}"), id="huge-integer"),
+    pytest.param(raw('{"text": "a", "completed": ' + "9" * 100 + "}"), id="big-integer"),
+    pytest.param(raw('{"text": "\\ud800", "completed": true}'), id="lone-surrogate-text"),
+    pytest.param(raw('{"text": "a", "completed": "\\udfff"}'), id="lone-surrogate-completed"),
+    pytest.param(raw('{"text": "a\\u0000b", "completed": true}'), id="nul-in-text"),
+    pytest.param(raw("[" * 100_000 + "]" * 100_000), id="deep-nesting"),
+    pytest.param(raw('{"text": "a", "completed": ' + "[" * 500 + "]" * 500 + "}"), id="nested-input"),
+    pytest.param(post({"text": "a", "completed": True}, headers=None), id="no-content-type"),
+    pytest.param(post({"text": "a", "completed": True}, {"content-type": "text/plain"}), id="text-plain"),
+    pytest.param(
+        post(b"text=a&completed=true", {"content-type": "application/x-www-form-urlencoded"}), id="form-encoded"
+    ),
+    pytest.param(post({"text": "a", "completed": True}, {"content-type": "multipart/form-data"}), id="multipart"),
+    *[
+        pytest.param(post({"text": "a", "completed": True}, {"content-type": value}), id=f"content-type-{value}")
+        for value in [
+            "application/json; charset=utf-8",
+            "application/json; charset=latin-1",
+            "application/json;charset=UTF-8",
+            "APPLICATION/JSON",
+            "application/vnd.api+json",
+            "application/merge-patch+json",
+            "application/jsonx",
+            "application/xjson",
+            "application/+json",
+            "application",
+            "json",
+            "application/",
+            ";",
+            "application/json, text/plain",
+            'application/json; charset="utf-8"; boundary=x',
+        ]
+    ],
+    pytest.param(post(b'{"text": "\xff", "completed": true}'), id="not-utf-8"),
+    pytest.param(post(b"\xff\xfe\xfd", {"content-type": "text/plain"}), id="not-utf-8-text-plain"),
+    pytest.param(post('{"text": "é", "completed": true}'.encode("latin-1")), id="latin-1"),
+    pytest.param(post('{"text": "é", "completed": true}'.encode("utf-16")), id="utf-16"),
+    pytest.param(post('{"text": "é", "completed": true}'.encode("utf-8-sig")), id="utf-8-bom"),
+    pytest.param(post(b'{"text": "a", "completed": true}\x00'), id="nul-byte-after-body"),
+    pytest.param(("GET", "/notes/", {}, b""), id="list-empty"),
+    pytest.param(("GET", "/notes/?skip=1&limit=x", {}, b""), id="list-query-string"),
+    pytest.param(("GET", "/notes", {}, b""), id="redirect-get"),
+    pytest.param(("POST", "/notes", JSON, b'{"text": "a", "completed": true}'), id="redirect-post"),
+    pytest.param(("GET", "/notes/?x=1".replace("/?", "?"), {}, b""), id="redirect-keeps-query"),
+    pytest.param(("GET", "/nope", {}, b""), id="not-found"),
+    pytest.param(("GET", "/notes/1", {}, b""), id="not-found-note"),
+    pytest.param(("POST", "/", JSON, b"{}"), id="not-found-root"),
+    *[
+        pytest.param((method, "/notes/", JSON, b""), id=f"method-{method}")
+        for method in ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"]
+    ],
+    pytest.param(("HEAD", "/notes", {}, b""), id="head-redirect"),
+]
+
+
+def send(client: TestClient, request: tuple[str, str, dict[str, str], bytes]) -> httpx.Response:
+    method, path, headers, content = request
+    return client.request(method, path, headers=headers, content=content, follow_redirects=False)
+
+
+def summary(response: httpx.Response) -> dict[str, Any]:
+    headers = {name: response.headers.get(name) for name in ("content-type", "allow", "location", "content-length")}
+    return {"status": response.status_code, "headers": headers, "content": response.content}

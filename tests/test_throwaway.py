@@ -1,0 +1,163 @@
+"""The port's machinery grows like FastAPI: a throwaway app built with it against its FastAPI twin.
+
+Both add what people add first: a field (``priority``), ``GET /notes/{note_id}`` with a 404, and query parameters
+of several types, required and optional. The answers and the OpenAPI documents must be the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from starlette.testclient import TestClient
+
+from tests.helpers import BACKENDS, JSON, ROOT, load, send, summary
+
+SEEDS = [
+    {"text": "first note", "completed": True, "priority": 2},
+    {"text": "second note", "completed": False},
+    {"text": "100% done_", "completed": True, "priority": -1},
+]
+
+
+def get(path: str) -> tuple[str, str, dict[str, str], bytes]:
+    return "GET", path, {}, b""
+
+
+CASES = [
+    pytest.param(get("/notes/"), id="list"),
+    pytest.param(get("/notes/?skip=1&limit=1"), id="skip-limit"),
+    pytest.param(get("/notes/?skip=1&skip=2"), id="repeated-parameter"),
+    pytest.param(get("/notes/?skip=x&limit=1.5"), id="invalid-integers"),
+    pytest.param(get("/notes/?skip="), id="empty-integer"),
+    pytest.param(get("/notes/?completed=yes"), id="bool-yes"),
+    pytest.param(get("/notes/?completed=0"), id="bool-0"),
+    pytest.param(get("/notes/?completed=maybe"), id="bool-invalid"),
+    pytest.param(get("/notes/?completed=maybe&skip=x&unknown=1"), id="several-invalid"),
+    pytest.param(get("/notes/1"), id="one"),
+    pytest.param(get("/notes/3"), id="last"),
+    pytest.param(get("/notes/99"), id="not-found"),
+    pytest.param(get("/notes/0"), id="zero"),
+    pytest.param(get("/notes/-1"), id="negative"),
+    pytest.param(get("/notes/abc"), id="path-not-an-integer"),
+    pytest.param(get("/notes/1.5"), id="path-float"),
+    pytest.param(get("/notes/%20"), id="path-space"),
+    pytest.param(get("/notes/1/"), id="path-trailing-slash"),
+    pytest.param(get("/search/"), id="missing-required"),
+    pytest.param(get("/search/?q="), id="empty-string"),
+    pytest.param(get("/search/?q=note"), id="search"),
+    pytest.param(get("/search/?q=note&limit=1"), id="optional-integer"),
+    pytest.param(get("/search/?q=note&limit=null"), id="optional-integer-invalid"),
+    pytest.param(get("/search/?q=%25"), id="search-percent"),
+    pytest.param(get("/search/?limit=x"), id="missing-and-invalid"),
+    pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true, "priority": 7}'), id="create"),
+    pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true}'), id="create-default"),
+    pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true, "priority": "high"}'), id="invalid"),
+    pytest.param(("DELETE", "/notes/1", {}, b""), id="method-not-allowed"),
+]
+
+
+@pytest.fixture
+def clients(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, TestClient]]:
+    """Yield clients of the port's throwaway app on the test's database and of its FastAPI twin, both seeded."""
+    port = load("tests.throwaway_app", "THROWAWAY_DATABASE_URL", database_url, monkeypatch)
+    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    reference = load("tests.throwaway_reference_app", "THROWAWAY_REFERENCE_DATABASE_URL", reference_url, monkeypatch)
+    with TestClient(port.app) as client, TestClient(reference.app) as reference_client:
+        for note in SEEDS:
+            assert client.post("/notes/", json=note).json() == reference_client.post("/notes/", json=note).json()
+        yield client, reference_client
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("request_", CASES)
+def test_same_answer(clients: tuple[TestClient, TestClient], request_: tuple[str, str, dict[str, str], bytes]) -> None:
+    client, reference_client = clients
+    expected = summary(send(reference_client, request_))
+    assert expected["status"] < 500
+    assert summary(send(client, request_)) == expected
+    assert summary(client.get("/notes/")) == summary(reference_client.get("/notes/"))
+
+
+def test_same_document(clients: tuple[TestClient, TestClient]) -> None:
+    client, reference_client = clients
+    response = client.get("/openapi.json")
+    assert response.status_code == 200, response.text
+    validate(response.json())
+    assert response.json() == reference_client.get("/openapi.json").json()
+
+
+def test_the_new_field_goes_all_the_way(clients: tuple[TestClient, TestClient]) -> None:
+    client, _ = clients
+    created = client.post("/notes/", json={"text": "urgent", "completed": False, "priority": 9})
+    assert created.status_code == 200, created.text
+    assert created.json() == {"id": 4, "text": "urgent", "completed": False, "priority": 9}
+    assert client.get("/notes/4").json() == created.json()
+    assert client.get("/notes/?skip=3").json() == [created.json()]
+
+
+# The FastAPI version's four edits to add a field: a column, a field in NoteIn and in Note, a value in the insert.
+FIELD_DRILL = [
+    (
+        '    sqlalchemy.Column("completed", sqlalchemy.Boolean),\n',
+        '    sqlalchemy.Column("completed", sqlalchemy.Boolean),\n'
+        '    sqlalchemy.Column("priority", sqlalchemy.Integer),\n',
+        1,
+    ),
+    ("    completed: bool\n", "    completed: bool\n    priority: int = 0\n", 2),
+    ("completed=note.completed)", "completed=note.completed, priority=note.priority)", 1),
+]
+
+
+def drilled(source: Path, variable: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import a copy of the app at ``source`` with the field drill's edits, on ``database_url``."""
+    text = source.read_text()
+    for old, new, count in FIELD_DRILL:
+        assert text.count(old) == count, old
+        text = text.replace(old, new)
+    path = tmp_path / f"drilled_{source.name}"
+    path.write_text(text)
+    monkeypatch.setenv(variable, database_url)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, path.stem, module)  # where Pydantic resolves the models' annotations
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_a_field_takes_the_fastapi_versions_four_edits(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = drilled(ROOT / "notes_app.py", "DATABASE_URL", database_url, tmp_path, monkeypatch)
+    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    reference = drilled(
+        ROOT / "tests" / "reference_app.py", "REFERENCE_DATABASE_URL", reference_url, tmp_path, monkeypatch
+    )
+    with TestClient(port.app) as client, TestClient(reference.app) as reference_client:
+        for note in [{"text": "a", "completed": True, "priority": 3}, {"text": "b", "completed": False}]:
+            response = client.post("/notes/", json=note)
+            assert response.status_code == 200, response.text
+            assert response.content == reference_client.post("/notes/", json=note).content
+        listed = client.get("/notes/")
+        assert listed.content == reference_client.get("/notes/").content
+        assert listed.json() == [
+            {"id": 1, "text": "a", "completed": True, "priority": 3},
+            {"id": 2, "text": "b", "completed": False, "priority": 0},
+        ]
+        document = client.get("/openapi.json").json()
+        expected = reference_client.get("/openapi.json").json()
+    assert document["components"] == expected["components"]
+    assert document["components"]["schemas"]["Note"]["properties"]["priority"] == {
+        "default": 0,
+        "title": "Priority",
+        "type": "integer",
+    }
