@@ -1,10 +1,11 @@
 # `make run` serves the app, `make test` runs lint, type checks and every test. Both set up what they need.
+# Another Python: `make test PYTHON=python3.13 VENV=.venv-3.13` (each Python needs a virtualenv of its own).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 NPM_INSTALL := npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglevel=error
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean drift
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,20 @@ test: lint node_modules/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) node_modules
+	rm -rf .venv .venv-* node_modules
+
+# The differential suite and the OpenAPI comparison against the newest FastAPI, Starlette, Pydantic and
+# SQLAlchemy 2.0 on PyPI, in a virtualenv of their own: run it when any of them has a new release.
+DRIFT := .venv-drift
+drift: node_modules/.installed
+	rm -rf $(DRIFT)
+	$(PYTHON) -m venv $(DRIFT)
+	$(DRIFT)/bin/python -m pip install --quiet --upgrade pip
+	$(DRIFT)/bin/python -m pip install --quiet -r requirements-test.txt
+	$(DRIFT)/bin/python -m pip install --quiet --upgrade fastapi starlette pydantic 'SQLAlchemy<2.1'
+	$(DRIFT)/bin/python -m pip list | grep -iE '^(fastapi|starlette|pydantic|pydantic.core|sqlalchemy) '
+	$(DRIFT)/bin/python -m pytest -p no:cacheprovider -q -rf --tb=short -o verbosity_assertions=2 \
+		tests/test_differential.py tests/test_openapi.py tests/test_throwaway.py tests/test_guide.py
 
 bench: $(VENV)/.test node_modules/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }

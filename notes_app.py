@@ -31,8 +31,9 @@ from storage import Database, storable_in
 config = Config(".env" if os.path.exists(".env") else None)
 DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")
 MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
+DATABASE_TIMEOUT = config("DATABASE_TIMEOUT", cast=float, default=10.0)
 
-database = Database(DATABASE_URL)
+database = Database(DATABASE_URL, timeout=DATABASE_TIMEOUT)
 
 metadata = sqlalchemy.MetaData()
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import sqlite3
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import databases
@@ -28,8 +28,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.sql import ClauseElement
 
 logger = logging.getLogger("notes_app")
-SQLITE_PRAGMAS = [
-    "PRAGMA busy_timeout = 30000",  # Wait for other worker processes' writes instead of failing.
+SQLITE_PRAGMAS = [  # after "PRAGMA busy_timeout", which makes a write wait for other processes' writes
     "PRAGMA journal_mode = WAL",  # Readers and the writer do not block each other; one fsync per commit.
     "PRAGMA synchronous = FULL",  # A commit is on disk, power cut or not, before it returns.
 ]
@@ -54,36 +53,79 @@ def driver_errors(dialect: str) -> tuple[type[Exception], ...]:
 
 
 class Database(databases.Database):
-    """``databases.Database``, failing with ``DatabaseError``, tuned on SQLite, and able to read a table in pages."""
+    """``databases.Database``, failing with ``DatabaseError``, tuned on SQLite, and able to read a table in pages.
+
+    Every call is bounded by ``timeout`` seconds: past it the call fails with a ``DatabaseError``, the statement is
+    cancelled on the server (PostgreSQL gets a cancel request; MySQL's lock waits end at the same time) and the
+    connection is released, or closed if it is no longer in a known state.
+    """
 
     page_size = 1000  # rows per query and per chunk of a streamed list
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, **options: Any) -> None:
+        database_url = databases.DatabaseURL(url)
+        if database_url.dialect == "postgresql" and "statement_cache_size" in database_url.options:
+            # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
+            options.setdefault("statement_cache_size", int(database_url.options["statement_cache_size"]))
+        elif database_url.dialect == "mysql":
+            seconds = max(1, int(timeout))
+            options.setdefault(
+                "init_command", f"SET SESSION lock_wait_timeout = {seconds}, innodb_lock_wait_timeout = {seconds}"
+            )
         super().__init__(url, **options)
+        self.timeout = timeout
         self.errors = driver_errors(self.url.dialect)
         self.shared: Connection | None = None
         self.group_commit: GroupCommit | None = None
         self.compiled: dict[tuple[sqlalchemy.Table, int], tuple[sqlalchemy.TextClause, sqlalchemy.TextClause]] = {}
 
-    @contextlib.contextmanager
-    def failing_as_database_error(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def bounded(self) -> AsyncIterator[None]:
+        """Run the block within ``timeout`` seconds, and turn what the driver raises into a ``DatabaseError``.
+
+        Past the deadline the block is cancelled, and cancelled again every half second: a driver that cleans up
+        after a cancellation (asyncpg waits for the server to confirm it, then resets the connection) may be
+        waiting on a network that no longer answers, and a second cancellation makes it close the connection.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        cancellations = 0
+
+        def cancel() -> None:
+            nonlocal cancellations
+            cancellations += 1
+            task.cancel()
+            timers.append(loop.call_later(0.5, cancel))
+
+        timers = [loop.call_later(self.timeout, cancel)]
         try:
             yield
+        except asyncio.CancelledError:
+            for _ in range(cancellations):
+                task.uncancel()
+            if not cancellations or task.cancelling():
+                raise  # cancelled by someone else: the request itself
+            raise DatabaseError(f"no answer in {self.timeout:g} s") from None
         except self.errors as exc:
             raise DatabaseError(str(exc)) from exc
+        finally:
+            timers[-1].cancel()
 
     async def connect(self) -> None:
         try:
-            await super().connect()
-            if self.url.dialect == "sqlite":
-                self.shared = super().connection()
-                await self.shared.__aenter__()
-                for pragma in SQLITE_PRAGMAS:
-                    await self.shared.execute(pragma)
-                self.group_commit = GroupCommit(self.shared)
-        except self.errors as exc:
+            async with self.bounded():
+                await super().connect()
+                if self.url.dialect == "sqlite":
+                    self.shared = super().connection()
+                    await self.shared.__aenter__()
+                    await self.shared.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                    for pragma in SQLITE_PRAGMAS:
+                        await self.shared.execute(pragma)
+                    self.group_commit = GroupCommit(self.shared)
+        except DatabaseError as exc:
             logger.critical("Cannot use the database at %s: %s", self.url.obscure_password, exc)
-            raise DatabaseError(str(exc)) from exc
+            raise
 
     async def disconnect(self) -> None:
         if self.group_commit is not None:
@@ -98,17 +140,17 @@ class Database(databases.Database):
         return self.shared or super().connection()
 
     async def execute(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
-        with self.failing_as_database_error():
+        async with self.bounded():
             if self.group_commit is not None:
                 return await self.group_commit.execute(query, values)
             return await super().execute(query, values)
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
-        with self.failing_as_database_error():
+        async with self.bounded():
             return await super().fetch_all(query, values)
 
     async def fetch_one(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
-        with self.failing_as_database_error():
+        async with self.bounded():
             return await super().fetch_one(query, values)
 
     async def create_all(self, metadata: sqlalchemy.MetaData) -> None:

@@ -12,7 +12,17 @@ import pytest
 from databases import DatabaseURL
 from starlette.testclient import TestClient
 
-from tests.helpers import MYSQL_URL, POSTGRES_URL, ROOT, load, mysql_admin, postgres_admin, require_server, serve
+from tests.helpers import (
+    MYSQL_URL,
+    POSTGRES_URL,
+    ROOT,
+    load,
+    mysql_admin,
+    pgbouncer,
+    postgres_admin,
+    require_server,
+    serve,
+)
 
 
 @pytest.fixture
@@ -22,10 +32,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     name = f"notes_test_{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'notes.db'}"
-    elif backend == "postgresql":
+    elif backend == "postgresql" or backend.startswith("pgbouncer-"):
         require_server(POSTGRES_URL, "POSTGRES_URL")
         asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
-        yield str(DatabaseURL(POSTGRES_URL).replace(database=name))
+        url = DatabaseURL(POSTGRES_URL).replace(database=name)
+        if backend.startswith("pgbouncer-"):
+            port = request.getfixturevalue("pgbouncers")[backend.removeprefix("pgbouncer-")]
+            url = DatabaseURL(f"{url.replace(port=port)}?statement_cache_size=0")
+        yield str(url)
         asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
     else:
         require_server(MYSQL_URL, "MYSQL_URL")
@@ -33,6 +47,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         mysql_admin(f"CREATE DATABASE {name} CHARACTER SET latin1")
         yield str(DatabaseURL(MYSQL_URL).replace(database=name))
         mysql_admin(f"DROP DATABASE {name}")
+
+
+@pytest.fixture(scope="session")
+def pgbouncers() -> Iterator[dict[str, int]]:
+    """Yield the ports of two PgBouncers in front of ``POSTGRES_URL``, by pool mode: transaction and session."""
+    with pgbouncer("transaction") as transaction, pgbouncer("session") as session:
+        yield {"transaction": transaction, "session": session}
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ import importlib
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,18 @@ from starlette.testclient import TestClient
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 BACKENDS = ["sqlite", "postgresql", "mysql"]
+PGBOUNCER_INI = """[databases]
+* = host={host} port={port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+auth_type = trust
+auth_file = {directory}/users.txt
+pool_mode = {pool_mode}
+max_client_conn = 1000
+default_pool_size = 50
+unix_socket_dir =
+"""
 ROOT = Path(__file__).parent.parent
 
 
@@ -59,6 +73,47 @@ def mysql_admin(statement: str) -> None:
             cursor.execute(statement)
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def pgbouncer(pool_mode: str) -> Iterator[int]:
+    """Run Debian's PgBouncer in ``pool_mode`` in front of ``POSTGRES_URL``, and yield its port; stop it afterwards."""
+    executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(executable):
+        message = "no pgbouncer: install Debian's pgbouncer package (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    url = DatabaseURL(POSTGRES_URL)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)  # PgBouncer will not run as root: it reads its files as the postgres user.
+        ini = Path(directory, "pgbouncer.ini")
+        settings = {"host": url.hostname, "port": url.port or 5432, "listen_port": port, "directory": directory}
+        ini.write_text(PGBOUNCER_INI.format(pool_mode=pool_mode, **settings))
+        Path(directory, "users.txt").write_text(f'"{url.username}" ""\n')
+        user = ["-u", "postgres"] if os.geteuid() == 0 else []
+        process = subprocess.Popen([executable, *user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, process)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Return once ``process`` listens on ``port``, failing if it exits or takes over 30 s."""
+    name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert process.poll() is None, f"{name} exited with {process.returncode}"
+            assert time.monotonic() < deadline, f"{name} did not listen in 30 s"
+            time.sleep(0.05)
 
 
 def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -95,15 +150,7 @@ def serve(app: str, env: dict[str, str], *args: str, cwd: Path = ROOT, stderr: A
     process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, f"uvicorn exited with {process.returncode}"
-                assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-                time.sleep(0.05)
+        wait_for_port(port, process)
         yield Server(url, process)
     finally:
         if process.poll() is None:

@@ -30,7 +30,9 @@ async def create_concurrently(url: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("workers", [1, 4])
-@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "database_url", ["sqlite", "postgresql", "pgbouncer-transaction", "pgbouncer-session"], indirect=True
+)
 def test_concurrent_creates(database_url: str, workers: int) -> None:
     with serve("notes_app:app", {"DATABASE_URL": database_url}, "--workers", str(workers)) as server:
         created = asyncio.run(create_concurrently(server.url))

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from tests.helpers import BACKENDS, CASES, post, send, summary
 
 
-@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("database_url", [*BACKENDS, "pgbouncer-transaction"], indirect=True)
 @pytest.mark.parametrize("request_", CASES)
 def test_same_answer(
     client: TestClient,

@@ -67,3 +67,28 @@ def test_redoc_shows_both_operations(live_server: str, page: tuple[Page, list[st
     expect(tab.get_by_role("heading", name="Read Notes")).to_be_visible()
     expect(tab.get_by_role("heading", name="Create Note")).to_be_visible()
     assert elsewhere == []
+
+
+def test_oauth2_redirect_hands_the_token_back_to_swagger_ui(live_server: str, page: tuple[Page, list[str]]) -> None:
+    """The page an OAuth2 flow comes back to runs Swagger UI's script, which gives the token to the opener."""
+    tab, elsewhere = page
+    tab.goto(f"{live_server}/docs")
+    tab.evaluate(
+        """() => {
+            window.swaggerUIRedirectOauth2 = {
+                auth: {name: "oauth2", schema: {get: () => "implicit"}},
+                state: "s1",
+                redirectUrl: window.location.origin + "/docs/oauth2-redirect",
+                callback: (result) => { window.oauth2Result = result; },
+                errCb: (error) => { window.oauth2Error = error; },
+            };
+        }"""
+    )
+    with tab.expect_popup() as popup:
+        tab.evaluate("() => { window.open('/docs/oauth2-redirect#access_token=t0k3n&state=s1'); }")
+    popup.value.wait_for_event("close")
+    result = tab.evaluate("() => window.oauth2Result")
+    assert result["token"] == {"access_token": "t0k3n", "state": "s1"}
+    assert result["isValid"] is True
+    assert tab.evaluate("() => window.oauth2Error") is None
+    assert elsewhere == []

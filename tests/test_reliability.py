@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,9 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
 
+import asyncpg
 import httpx2 as httpx
+import pymysql
 import pytest
 from databases import DatabaseURL
 from hypothesis import HealthCheck, given, settings
@@ -145,7 +148,7 @@ def test_database_error_is_a_503_that_leaks_nothing(
 
 
 class Proxy:
-    """A TCP proxy on 127.0.0.1 to another port, whose network can be cut and restored."""
+    """A TCP proxy on 127.0.0.1 to another port, whose network can be cut and restored, or stalled and resumed."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -154,6 +157,8 @@ class Proxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.thread.start()
 
     def call(self, coroutine: Any) -> Any:
@@ -161,7 +166,8 @@ class Proxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := await reader.read(65536):
+            while await self.flowing.wait() and (data := await reader.read(65536)):
+                await self.flowing.wait()  # While stalled, what was sent waits here, as in a network's buffers.
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -170,6 +176,7 @@ class Proxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.flowing.wait()
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self.writers |= {writer, upstream_writer}
         await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
@@ -191,6 +198,13 @@ class Proxy:
     def restore(self) -> None:
         self.call(self._start())
 
+    def stall(self) -> None:
+        """Stop forwarding, in both directions and for new connections, without closing anything."""
+        self.loop.call_soon_threadsafe(self.flowing.clear)
+
+    def resume(self) -> None:
+        self.loop.call_soon_threadsafe(self.flowing.set)
+
     def cut(self) -> None:
         self.call(self._stop())
 
@@ -202,18 +216,18 @@ class Proxy:
 
 
 @pytest.fixture
-def postgres_through_proxy(database_url: str) -> Iterator[tuple[str, Proxy]]:
-    """Yield the URL of the test's PostgreSQL database reached through a proxy, and the proxy."""
+def through_proxy(database_url: str) -> Iterator[tuple[str, Proxy]]:
+    """Yield the URL of the test's PostgreSQL or MySQL database reached through a proxy, and the proxy."""
     url = DatabaseURL(database_url)
-    proxy = Proxy(url.port or 5432)
+    proxy = Proxy(url.port or {"postgresql": 5432, "mysql": 3306}[url.dialect])
     proxy.restore()
     yield str(url.replace(port=proxy.port)), proxy
     proxy.close()
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_database_outage_is_a_503_and_recovers(postgres_through_proxy: tuple[str, Proxy]) -> None:
-    url, proxy = postgres_through_proxy
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_database_outage_is_a_503_and_recovers(through_proxy: tuple[str, Proxy]) -> None:
+    url, proxy = through_proxy
     with serve("notes_app:app", {"DATABASE_URL": url}) as server:
         assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
         proxy.cut()
@@ -231,8 +245,8 @@ def test_database_outage_is_a_503_and_recovers(postgres_through_proxy: tuple[str
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_starting_with_the_database_down_fails_fast(postgres_through_proxy: tuple[str, Proxy]) -> None:
-    url, proxy = postgres_through_proxy
+def test_starting_with_the_database_down_fails_fast(through_proxy: tuple[str, Proxy]) -> None:
+    url, proxy = through_proxy
     proxy.cut()
     url = str(DatabaseURL(url).replace(username="postgres", password="s3cret"))
     command = [sys.executable, "-m", "uvicorn", "notes_app:app", "--port", str(free_port())]
@@ -244,6 +258,133 @@ def test_starting_with_the_database_down_fails_fast(postgres_through_proxy: tupl
     assert time.monotonic() - started < 20
     assert f"Cannot use the database at postgresql://postgres:********@127.0.0.1:{proxy.port}/" in result.stderr
     assert "s3cret" not in result.stderr
+
+
+TIMEOUT = 2.0  # DATABASE_TIMEOUT for the deadline tests, in seconds
+
+
+def timed(request: Any) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = request()
+    return response, time.monotonic() - started
+
+
+def texts(url: str) -> list[str]:
+    response = httpx.get(f"{url}/notes/")
+    assert response.status_code == 200, response.text
+    return [note["text"] for note in response.json()]
+
+
+@contextlib.contextmanager
+def notes_locked(database_url: str) -> Iterator[None]:
+    """Hold, from another session, a lock on ``notes`` that blocks the app's reads and writes."""
+    if database_url.startswith("mysql"):
+        url = DatabaseURL(database_url)
+        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLES notes WRITE")
+                yield
+                cursor.execute("UNLOCK TABLES")
+        finally:
+            connection.close()
+        return
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finally:
+            await connection.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    try:
+        assert locked.wait(timeout=10)
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+def statements_waiting(database_url: str) -> int:
+    """Return how many statements wait for a lock in the test's database, as the server sees them."""
+    url = DatabaseURL(database_url)
+    if url.dialect == "mysql":
+        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username)
+        try:
+            with connection.cursor() as cursor:
+                query = (
+                    "SELECT count(*) FROM information_schema.processlist WHERE db = %s AND state LIKE 'Waiting%%lock%%'"
+                )
+                cursor.execute(query, (url.database,))
+                (count,) = cursor.fetchone()
+                return int(count)
+        finally:
+            connection.close()
+
+    async def count_waiting() -> int:
+        connection = await asyncpg.connect(database_url)
+        try:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
+            return int(await connection.fetchval(query, url.database))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count_waiting())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_a_held_lock_is_a_503_within_the_timeout(database_url: str) -> None:
+    with serve("notes_app:app", {"DATABASE_URL": database_url, "DATABASE_TIMEOUT": str(TIMEOUT)}) as server:
+        assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
+        with notes_locked(database_url):
+            for request in (
+                lambda: httpx.get(f"{server.url}/notes/", timeout=30),
+                lambda: httpx.post(f"{server.url}/notes/", json={"text": "during", "completed": True}, timeout=30),
+            ):
+                response, elapsed = timed(request)
+                assert_clean_error(response, 503)
+                assert response.headers["retry-after"] == "1"
+                assert TIMEOUT - 0.5 < elapsed < TIMEOUT + 1.5, elapsed
+            deadline = time.monotonic() + TIMEOUT
+            while statements_waiting(database_url):  # the server has cancelled them
+                assert time.monotonic() < deadline, "the statements given up on still wait on the server"
+                time.sleep(0.1)
+        for _ in range(20):  # every connection of the pool is fit for use
+            assert texts(server.url) == ["before"], "the note answered with a 503 was stored"
+        created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
+        assert created.status_code == 200, created.text
+        assert texts(server.url) == ["before", "after"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_a_stalled_network_is_a_503_within_the_timeout(through_proxy: tuple[str, Proxy]) -> None:
+    url, proxy = through_proxy
+    with serve("notes_app:app", {"DATABASE_URL": url, "DATABASE_TIMEOUT": str(TIMEOUT)}) as server:
+        assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
+        proxy.stall()
+        for request in (
+            lambda: httpx.get(f"{server.url}/notes/", timeout=30),
+            lambda: httpx.post(f"{server.url}/notes/", json={"text": "during", "completed": True}, timeout=30),
+        ):
+            response, elapsed = timed(request)
+            assert_clean_error(response, 503)
+            assert elapsed < TIMEOUT + 1.5, elapsed
+        proxy.resume()
+        deadline = time.monotonic() + 10
+        while (response := httpx.get(f"{server.url}/notes/")).status_code != 200:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.1)
+        created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
+        assert created.status_code == 200, created.text
+        listed = texts(server.url)
+    # The statement sent before the stall reached the server once the network came back: the README says so.
+    assert listed in (["before", "after"], ["before", "during", "after"]), listed
 
 
 async def create_until_stopped(url: str, stop: threading.Event, acknowledged: list[dict[str, Any]]) -> None:
@@ -264,7 +405,7 @@ async def create_until_stopped(url: str, stop: threading.Event, acknowledged: li
         await asyncio.gather(*(writer(number) for number in range(20)))
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql", "pgbouncer-transaction"], indirect=True)
 def test_kill_9_loses_no_acknowledged_note(database_url: str) -> None:
     acknowledged: list[dict[str, Any]] = []
     stop = threading.Event()
