@@ -2,11 +2,13 @@
 
 ``Database`` is ``databases.Database`` with these changes, all through its public methods:
 
-- every driver error becomes a ``DatabaseError``, which the app answers with a 503;
-- on SQLite, all queries share one connection in WAL mode (``databases`` opens a connection, and a thread, for each
-  query), and the ``execute`` calls waiting at the same moment are committed together: one fsync for many notes,
-  each answered only once its commit is on disk. A list read while a group commits may show the group's notes a
+- every driver error becomes a ``DatabaseError``, which the app answers with a 503, and every call has a deadline;
+- the ``execute`` calls waiting at the same moment are committed together, each answered only once its group is
+  committed. On SQLite all queries share one connection in WAL mode (``databases`` opens a connection, and a thread,
+  for each query) and a group is one transaction: one fsync for many notes. On PostgreSQL the INSERTs of a group are
+  one statement: one round trip and one commit. A list read while a group commits may show the group's notes a
   moment before their creators hear back;
+- on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
 - ``iterate_pages`` reads a whole table a page at a time, so that a long list never sits in memory at once.
 """
 
@@ -17,8 +19,8 @@ import contextlib
 import logging
 import sqlite3
 import warnings
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeGuard
 
 import databases
 import sqlalchemy
@@ -52,6 +54,14 @@ def driver_errors(dialect: str) -> tuple[type[Exception], ...]:
     return errors
 
 
+async def keep_session(connection: Any) -> None:
+    """Give an asyncpg connection back to the pool as it is, without a round trip to reset its session.
+
+    asyncpg rolls back an open transaction before it calls this; the app leaves nothing else in a session (no
+    ``SET``, ``LISTEN``, cursor or advisory lock) for its default reset query to clear.
+    """
+
+
 class Database(databases.Database):
     """``databases.Database``, failing with ``DatabaseError``, tuned on SQLite, and able to read a table in pages.
 
@@ -64,6 +74,8 @@ class Database(databases.Database):
 
     def __init__(self, url: str, *, timeout: float = 10.0, **options: Any) -> None:
         database_url = databases.DatabaseURL(url)
+        if database_url.dialect == "postgresql":
+            options.setdefault("reset", keep_session)
         if database_url.dialect == "postgresql" and "statement_cache_size" in database_url.options:
             # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
             options.setdefault("statement_cache_size", int(database_url.options["statement_cache_size"]))
@@ -78,6 +90,9 @@ class Database(databases.Database):
         self.shared: Connection | None = None
         self.group_commit: GroupCommit | None = None
         self.compiled: dict[tuple[sqlalchemy.Table, int], tuple[sqlalchemy.TextClause, sqlalchemy.TextClause]] = {}
+        self.inserts: dict[tuple[sqlalchemy.Table, tuple[str, ...]], sqlalchemy.TextClause] = {}
+        dialect_class: Any = sqlalchemy.engine.make_url(str(self.url)).get_dialect()
+        self.dialect: sqlalchemy.Dialect = dialect_class()
 
     @contextlib.asynccontextmanager
     async def bounded(self) -> AsyncIterator[None]:
@@ -122,7 +137,9 @@ class Database(databases.Database):
                     await self.shared.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
                     for pragma in SQLITE_PRAGMAS:
                         await self.shared.execute(pragma)
-                    self.group_commit = GroupCommit(self.shared)
+                    self.group_commit = GroupCommit(self.commit_in_one_transaction)
+                elif self.url.dialect == "postgresql":
+                    self.group_commit = GroupCommit(self.insert_together)
         except DatabaseError as exc:
             logger.critical("Cannot use the database at %s: %s", self.url.obscure_password, exc)
             raise
@@ -144,6 +161,57 @@ class Database(databases.Database):
             if self.group_commit is not None:
                 return await self.group_commit.execute(query, values)
             return await super().execute(query, values)
+
+    async def commit_in_one_transaction(self, group: Group) -> list[Any]:
+        """Execute the queries of ``group`` in one transaction: on SQLite, one fsync for all of them."""
+        connection = self.connection()
+        async with connection.transaction():
+            return [await connection.execute(query, values) for query, values in group]
+
+    async def insert_together(self, group: Group) -> list[Any]:
+        """Execute the queries of ``group``, each plain INSERT of a table's rows together with the others'.
+
+        On PostgreSQL one statement inserts them all, a round trip and a commit for the group instead of one each.
+        """
+        results: list[Any] = [None] * len(group)
+        inserts: dict[tuple[sqlalchemy.Table, tuple[str, ...]], list[tuple[int, dict[str, Any]]]] = {}
+        for index, (query, values) in enumerate(group):
+            if isinstance(query, sqlalchemy.Insert) and values is None and has_one_key(query.table):
+                params = query.compile(dialect=self.dialect).params
+                inserts.setdefault((query.table, tuple(params)), []).append((index, params))
+            else:
+                results[index] = await self.execute_alone(query, values)
+        for (table, names), rows in inserts.items():
+            columns = {name: [params[name] for _, params in rows] for name in names}
+            query = self.insert_many_query(table, names).bindparams(count=len(rows), **columns)
+            for (index, _), record in zip(rows, await self.fetch_all(query)):
+                results[index] = record[0]
+        return results
+
+    async def execute_alone(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Any:
+        async with self.bounded():
+            return await super().execute(query, values)
+
+    def insert_many_query(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> sqlalchemy.TextClause:
+        """Return the PostgreSQL statement that inserts rows of ``table`` given as one array per column in ``names``.
+
+        Its result is the rows' new keys in the order of the arrays: they are drawn from the key's sequence first, so
+        that nothing depends on the order of ``RETURNING``, which PostgreSQL does not promise.
+        """
+        if (table, names) not in self.inserts:
+            quote = self.dialect.identifier_preparer.quote
+            (key,) = table.primary_key.columns
+            arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(self.dialect)}[])" for name in names)
+            columns = ", ".join(quote(name) for name in names)
+            sequence = f"pg_get_serial_sequence('{self.dialect.identifier_preparer.format_table(table)}', '{key.name}')"
+            self.inserts[table, names] = sqlalchemy.text(
+                f"WITH keys AS (SELECT nextval({sequence}) AS key, n FROM generate_series(1, :count) AS n), "
+                f"inserted AS (INSERT INTO {self.dialect.identifier_preparer.format_table(table)} "
+                f"({quote(key.name)}, {columns}) SELECT keys.key, {columns} "
+                f"FROM keys JOIN unnest({arrays}) WITH ORDINALITY AS rows ({columns}, n) USING (n)) "
+                "SELECT key FROM keys ORDER BY n"
+            )
+        return self.inserts[table, names]
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
         async with self.bounded():
@@ -190,26 +258,33 @@ class Database(databases.Database):
             (key,) = table.primary_key.columns
             first = sqlalchemy.select(table).order_by(key).limit(size)
             following = first.where(key > sqlalchemy.literal_column(":after"))
-            dialect = sqlalchemy.engine.make_url(str(self.url)).get_dialect()()
 
             def as_text(select: sqlalchemy.Select[Any]) -> sqlalchemy.TextClause:
-                return sqlalchemy.text(str(select.compile(dialect=dialect, compile_kwargs={"literal_binds": True})))
+                compiled = select.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+                return sqlalchemy.text(str(compiled))
 
             self.compiled[table, size] = as_text(first), as_text(following)
         return self.compiled[table, size]
 
 
-class GroupCommit:
-    """Run ``execute`` calls in groups, one transaction each, and give each its result once the group is committed."""
+def has_one_key(table: Any) -> TypeGuard[sqlalchemy.Table]:
+    return isinstance(table, sqlalchemy.Table) and len(table.primary_key.columns) == 1
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+
+Group = list[tuple[ClauseElement | str, dict[str, Any] | None]]
+
+
+class GroupCommit:
+    """Run ``execute`` calls in groups, with ``commit``, and give each its result once its group is committed."""
+
+    def __init__(self, commit: Callable[[Group], Awaitable[list[Any]]]) -> None:
+        self.commit = commit
         self.queue: asyncio.Queue[tuple[ClauseElement | str, dict[str, Any] | None, asyncio.Future[Any]]]
         self.queue = asyncio.Queue()
         self.task = asyncio.create_task(self.run())
 
     async def execute(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Any:
-        """Return what ``connection.execute(query, values)`` returns, once ``query`` is committed."""
+        """Return what ``database.execute(query, values)`` returns, once ``query`` is committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((query, values, future))
         return await future
@@ -221,8 +296,7 @@ class GroupCommit:
             while not self.queue.empty():
                 group.append(self.queue.get_nowait())
             try:
-                async with self.connection.transaction():
-                    results = [await self.connection.execute(query, values) for query, values, _ in group]
+                results = await self.commit([(query, values) for query, values, _ in group])
             except Exception as exc:
                 for _, _, future in group:
                     if not future.done():

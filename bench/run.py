@@ -45,9 +45,12 @@ def free_port() -> int:
 
 
 def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB."""
+    """Return the process's peak resident memory (``VmHWM``), or its current one (``VmRSS``), in MiB; with worker
+    processes, theirs added up."""
     match = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) / 1024 if match else float("nan")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    own = int(match.group(1)) / 1024 if match else float("nan")
+    return sum(rss_mib(int(child), field) for child in children) if children else own
 
 
 @dataclass
@@ -87,11 +90,13 @@ async def seed_postgres(name: str, rows: int) -> str:
 
 
 @contextmanager
-def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int, float]]:
-    """Serve ``app`` on ``url``'s database under uvicorn on core 0; yield its address, pid and idle RSS."""
+def server(app: str, variable: str, url: str, workers: int = 1) -> Iterator[tuple[str, int, float]]:
+    """Serve ``app`` on ``url``'s database under uvicorn on core 0 (both cores for 2 workers); yield its address,
+    pid and idle RSS."""
     port = free_port()
-    command = ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", app, "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log"]
+    cores = "0" if workers == 1 else "0,1"
+    command = ["taskset", "-c", cores, sys.executable, "-m", "uvicorn", app, "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log", "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, variable: url})
     try:
         for _ in range(300):
@@ -100,6 +105,7 @@ def server(app: str, variable: str, url: str) -> Iterator[tuple[str, int, float]
                 break
             except OSError:
                 time.sleep(0.05)
+        time.sleep(0.5 if workers > 1 else 0)  # the workers start after the supervisor listens
         idle = rss_mib(process.pid, "VmRSS")
         httpx.get(f"http://127.0.0.1:{port}/notes/", timeout=120)  # warm up
         yield f"http://127.0.0.1:{port}", process.pid, idle
@@ -153,20 +159,21 @@ def database_for(backend: str, app: str, rows: int, directory: Path) -> str:
 
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
-    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "huge": args.huge}[scenario]
+    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}[scenario]
     connections = args.crowd if scenario == "crowded" else args.connections
+    workers = 2 if scenario == "post2" else 1
     results = {}
     for name, (app, variable) in APPS.items():
         url = database_for(backend, name, rows, directory)
-        with server(app, variable, url) as (address, pid, idle):
+        with server(app, variable, url, workers) as (address, pid, idle):
             if scenario == "huge":
                 wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
                 results[name] = Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid))
             else:
-                script = POST_SCRIPT if scenario == "post" else None
+                script = POST_SCRIPT if scenario.startswith("post") else None
                 rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script)
                 results[name] = Result(rate, p99, idle, rss_mib(pid), errors)
-        if scenario == "post":
+        if scenario.startswith("post"):
             check_durable(backend, url, name, acknowledged)
     return results
 
@@ -189,6 +196,23 @@ async def count_postgres(url: str) -> int:
         return count
     finally:
         await connection.close()
+
+
+def distance(args: argparse.Namespace, port_rates: dict[tuple[str, str], float]) -> None:
+    """Print the req/s of the notes API on a bare asyncpg pool, and how close the port comes to it."""
+    rates = {}
+    for scenario, rows, script in (("small", 10, None), ("post", 0, POST_SCRIPT)):
+        url = asyncio.run(seed_postgres("bench_bare", rows))
+        with server("bench.bare_asyncpg_app:app", "DATABASE_URL", url) as (address, _, _):
+            rates[scenario], _, _, _ = run_wrk(address, args.seconds, args.connections, script)
+    print(
+        f"\nDistance on PostgreSQL: a bare asyncpg pool answers the 10-row GET at {rates['small']:,.0f} req/s", end=""
+    )
+    print(f" and the POST at {rates['post']:,.0f} req/s", end="")
+    if ("postgresql", "small") in port_rates and ("postgresql", "post") in port_rates:
+        small, post = (port_rates["postgresql", scenario] / rates[scenario] for scenario in ("small", "post"))
+        print(f"; the port reaches {small:.0%} and {post:.0%} of that", end="")
+    print(".", end="")
 
 
 def ceiling(args: argparse.Namespace) -> float:
@@ -214,6 +238,7 @@ LABELS = {
     "large": "GET /notes/, {large:,} rows",
     "crowded": "GET /notes/, {large:,} rows, {crowd} connections",
     "post": "POST /notes/",
+    "post2": "POST /notes/, 2 workers on 2 cores",
     "huge": "{clients} concurrent GETs of {huge:,} rows",
 }
 
@@ -221,7 +246,7 @@ LABELS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--scenarios", default="small,large,crowded,post,huge")
+    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")
     parser.add_argument("--large", type=int, default=10_000, help="rows in the large GET")
@@ -248,6 +273,8 @@ def main() -> None:
                 cells += [f"{port.rate / fastapi.rate:.2f}x", f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
+        if "postgresql" in args.backends.split(","):
+            distance(args, port_rates)
         bare = ceiling(args)
         print(f"\nCeiling: a bare Starlette app answers the 10-row GET from memory at {bare:,.0f} req/s", end="")
         if ("sqlite", "small") in port_rates:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from types import ModuleType
 from typing import Any
 
 import httpx2 as httpx
 import pytest
+from starlette.testclient import TestClient
 
 from tests.helpers import serve
 
@@ -43,3 +45,30 @@ def test_concurrent_creates(database_url: str, workers: int) -> None:
     expected = {f"note {index}": index % 2 == 0 for index in range(CREATES)}
     assert {note["text"]: note["completed"] for note in created} == expected
     assert sorted(listed, key=lambda note: note["id"]) == sorted(created, key=lambda note: note["id"])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer-transaction"], indirect=True)
+def test_notes_inserted_together_get_their_own_ids(port_app: ModuleType, client: TestClient) -> None:
+    """On PostgreSQL the notes created at the same moment share one INSERT: each must get its own row's id."""
+    database = port_app.database
+    group_sizes: list[int] = []
+    commit = database.group_commit.commit
+
+    async def counted(group: list[Any]) -> list[Any]:
+        group_sizes.append(len(group))
+        return list(await commit(group))
+
+    database.group_commit.commit = counted
+    texts = [f"note {index} " + "x" * (index % 7) for index in range(500)]
+
+    async def create() -> list[int]:
+        inserts = [port_app.notes.insert().values(text=text, completed=len(text) % 2 == 0) for text in texts]
+        return list(await asyncio.gather(*(database.execute(insert) for insert in inserts)))
+
+    assert client.portal is not None
+    ids = client.portal.call(create)
+    assert max(group_sizes) > 1, group_sizes
+    listed = {note["id"]: note for note in client.get("/notes/").json()}
+    assert [listed[id] for id in ids] == [
+        {"id": id, "text": text, "completed": len(text) % 2 == 0} for id, text in zip(ids, texts)
+    ]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -62,11 +63,22 @@ def test_body_limit_is_configurable(database_url: str, monkeypatch: pytest.Monke
 
 
 def raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
-    """Send ``head`` and ``body`` on a new connection and return what the server answers within 10 s."""
+    """Send ``head`` and ``body`` on a new connection and return the answer, its body whole, within 10 s."""
     parsed = DatabaseURL(url)
     with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
         sock.sendall(head + body)
-        return sock.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def content_length(answer: bytes) -> int:
+    match = re.search(rb"\r\ncontent-length: (\d+)\r\n", answer.partition(b"\r\n\r\n")[0] + b"\r\n")
+    return int(match.group(1)) if match else 0
 
 
 def test_huge_declared_body_is_refused_before_reading(live_server: str) -> None:
