@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -63,7 +64,7 @@ class Result:
 
 
 def seed_sqlite(path: Path, rows: int) -> str:
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         connection.execute(CREATE.format(serial="INTEGER"))
         connection.executemany(
             "INSERT INTO notes (text, completed) VALUES (?, ?)",
@@ -181,7 +182,7 @@ def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Pa
 def check_durable(backend: str, url: str, app: str, acknowledged: int) -> None:
     """Stop the benchmark unless every note acknowledged with a 200 is stored (counted after the server stopped)."""
     if backend == "sqlite":
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
             stored = connection.execute("SELECT count(*) FROM notes").fetchone()[0]
     else:
         stored = asyncio.run(count_postgres(url))

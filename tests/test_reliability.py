@@ -148,7 +148,7 @@ def test_database_error_is_a_503_that_leaks_nothing(
     port_app: ModuleType, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with TestClient(port_app.app) as client:
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as outside:
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as outside:
             outside.execute("DROP TABLE notes")
         with caplog.at_level(logging.ERROR, logger="notes_app"):
             listed = client.get("/notes/")
@@ -237,6 +237,17 @@ def through_proxy(database_url: str) -> Iterator[tuple[str, Proxy]]:
     proxy.close()
 
 
+def recovers_and_creates(url: str) -> list[str]:
+    """Wait up to 10 s for the service at ``url`` to list notes again, create one, and return the notes' texts."""
+    deadline = time.monotonic() + 10
+    while (response := httpx.get(f"{url}/notes/")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+    created = httpx.post(f"{url}/notes/", json={"text": "after", "completed": False})
+    assert created.status_code == 200, created.text
+    return texts(url)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
 def test_database_outage_is_a_503_and_recovers(through_proxy: tuple[str, Proxy]) -> None:
     url, proxy = through_proxy
@@ -247,13 +258,7 @@ def test_database_outage_is_a_503_and_recovers(through_proxy: tuple[str, Proxy])
             assert_clean_error(httpx.get(f"{server.url}/notes/"), 503)
             assert_clean_error(httpx.post(f"{server.url}/notes/", json={"text": "during", "completed": True}), 503)
         proxy.restore()
-        deadline = time.monotonic() + 10
-        while (response := httpx.get(f"{server.url}/notes/")).status_code != 200:
-            assert time.monotonic() < deadline, response.text
-            time.sleep(0.1)
-        created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
-        assert created.status_code == 200, created.text
-        assert [note["text"] for note in httpx.get(f"{server.url}/notes/").json()] == ["before", "after"]
+        assert recovers_and_creates(server.url) == ["before", "after"]
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -388,13 +393,7 @@ def test_a_stalled_network_is_a_503_within_the_timeout(through_proxy: tuple[str,
             assert_clean_error(response, 503)
             assert elapsed < TIMEOUT + 1.5, elapsed
         proxy.resume()
-        deadline = time.monotonic() + 10
-        while (response := httpx.get(f"{server.url}/notes/")).status_code != 200:
-            assert time.monotonic() < deadline, response.text
-            time.sleep(0.1)
-        created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
-        assert created.status_code == 200, created.text
-        listed = texts(server.url)
+        listed = recovers_and_creates(server.url)
     # The statement sent before the stall reached the server once the network came back: the README says so.
     assert listed in (["before", "after"], ["before", "during", "after"]), listed
 
