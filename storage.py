@@ -76,9 +76,9 @@ class Database(databases.Database):
         database_url = databases.DatabaseURL(url)
         if database_url.dialect == "postgresql":
             options.setdefault("reset", keep_session)
-        if database_url.dialect == "postgresql" and "statement_cache_size" in database_url.options:
-            # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
-            options.setdefault("statement_cache_size", int(database_url.options["statement_cache_size"]))
+            if "statement_cache_size" in database_url.options:
+                # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
+                options.setdefault("statement_cache_size", int(database_url.options["statement_cache_size"]))
         elif database_url.dialect == "mysql":
             seconds = max(1, int(timeout))
             options.setdefault(
@@ -91,6 +91,7 @@ class Database(databases.Database):
         self.group_commit: GroupCommit | None = None
         self.compiled: dict[tuple[sqlalchemy.Table, int], tuple[sqlalchemy.TextClause, sqlalchemy.TextClause]] = {}
         self.inserts: dict[tuple[sqlalchemy.Table, tuple[str, ...]], sqlalchemy.TextClause] = {}
+        self.plain_inserts: dict[tuple[sqlalchemy.Table, tuple[str, ...]], str] = {}
         dialect_class: Any = sqlalchemy.engine.make_url(str(self.url)).get_dialect()
         self.dialect: sqlalchemy.Dialect = dialect_class()
 
@@ -177,10 +178,12 @@ class Database(databases.Database):
         inserts: dict[tuple[sqlalchemy.Table, tuple[str, ...]], list[tuple[int, dict[str, Any]]]] = {}
         for index, (query, values) in enumerate(group):
             if isinstance(query, sqlalchemy.Insert) and values is None and has_one_key(query.table):
-                params = query.compile(dialect=self.dialect).params
-                inserts.setdefault((query.table, tuple(params)), []).append((index, params))
-            else:
-                results[index] = await self.execute_alone(query, values)
+                compiled = query.compile(dialect=self.dialect)
+                names = tuple(compiled.params)
+                if compiled.string == self.plain_insert(query.table, names):  # values only, no SQL expressions
+                    inserts.setdefault((query.table, names), []).append((index, compiled.params))
+                    continue
+            results[index] = await self.execute_alone(query, values)
         for (table, names), rows in inserts.items():
             columns = {name: [params[name] for _, params in rows] for name in names}
             query = self.insert_many_query(table, names).bindparams(count=len(rows), **columns)
@@ -191,6 +194,13 @@ class Database(databases.Database):
     async def execute_alone(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Any:
         async with self.bounded():
             return await super().execute(query, values)
+
+    def plain_insert(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> str:
+        """Return the SQL of an INSERT into ``table`` of a value for each column in ``names``."""
+        if (table, names) not in self.plain_inserts:
+            compiled = table.insert().compile(dialect=self.dialect, column_keys=list(names))
+            self.plain_inserts[table, names] = compiled.string
+        return self.plain_inserts[table, names]
 
     def insert_many_query(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> sqlalchemy.TextClause:
         """Return the PostgreSQL statement that inserts rows of ``table`` given as one array per column in ``names``.

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+import sqlalchemy
 from starlette.testclient import TestClient
 
 from tests.helpers import serve
@@ -63,12 +64,14 @@ def test_notes_inserted_together_get_their_own_ids(port_app: ModuleType, client:
 
     async def create() -> list[int]:
         inserts = [port_app.notes.insert().values(text=text, completed=len(text) % 2 == 0) for text in texts]
+        # One INSERT with an SQL expression among them: it cannot join the others, and runs alone.
+        inserts.insert(250, port_app.notes.insert().values(text=sqlalchemy.func.upper("loud"), completed=True))
         return list(await asyncio.gather(*(database.execute(insert) for insert in inserts)))
 
     assert client.portal is not None
     ids = client.portal.call(create)
     assert max(group_sizes) > 1, group_sizes
     listed = {note["id"]: note for note in client.get("/notes/").json()}
-    assert [listed[id] for id in ids] == [
-        {"id": id, "text": text, "completed": len(text) % 2 == 0} for id, text in zip(ids, texts)
-    ]
+    expected = [{"text": text, "completed": len(text) % 2 == 0} for text in texts]
+    expected.insert(250, {"text": "LOUD", "completed": True})
+    assert [listed[id] for id in ids] == [{"id": id, **note} for id, note in zip(ids, expected)]
