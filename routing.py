@@ -97,10 +97,7 @@ async def validate_body(request: Request, model: type[Model]) -> Model:
     if not body:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     content: Any = body
-    message = email.message.Message()
-    message["content-type"] = request.headers.get("content-type", "")
-    subtype = message.get_content_subtype()
-    if message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json")):
+    if is_json(request.headers.get("content-type", "")):
         try:
             content = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -113,6 +110,15 @@ async def validate_body(request: Request, model: type[Model]) -> Model:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+
+
+@functools.lru_cache(maxsize=64)
+def is_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of ``content_type`` as JSON: ``application/json`` or ``application/*+json``."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 @functools.cache
@@ -203,12 +209,11 @@ class LimitRequestBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = int(Headers(scope=scope).get("content-length") or 0)
         received = 0
 
         async def receive_limited() -> Message:
             nonlocal received
-            if declared > self.max_size:
+            if not received and int(Headers(scope=scope).get("content-length") or 0) > self.max_size:
                 raise HTTPException(status_code=413, detail="Content Too Large")
             message = await receive()
             received += len(message.get("body", b""))

@@ -2,7 +2,9 @@
 
 Each scenario starts a fresh uvicorn (one worker, pinned to core 0) on a freshly seeded database, loads it
 from core 1 (wrk, with 10 connections or 30 for the crowded large GET, or 20 concurrent clients for the big
-reads), and reads the server's peak RSS. Run with ``make bench``; ``python -m bench.run --help`` lists the knobs.
+reads), and reads the server's peak RSS. The apps take turns, three rounds each (the big reads: one), and each
+app's median round counts: a machine shared with others drifts by more than 10% within a minute. Run with
+``make bench``; ``python -m bench.run --help`` lists the knobs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -160,23 +163,31 @@ def database_for(backend: str, app: str, rows: int, directory: Path) -> str:
 
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
+    """Run ``scenario`` on each app in turn, ``args.rounds`` times over; keep each app's median round."""
     rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}[scenario]
     connections = args.crowd if scenario == "crowded" else args.connections
     workers = 2 if scenario == "post2" else 1
-    results = {}
-    for name, (app, variable) in APPS.items():
-        url = database_for(backend, name, rows, directory)
-        with server(app, variable, url, workers) as (address, pid, idle):
-            if scenario == "huge":
-                wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
-                results[name] = Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid))
-            else:
-                script = POST_SCRIPT if scenario.startswith("post") else None
-                rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script)
-                results[name] = Result(rate, p99, idle, rss_mib(pid), errors)
-        if scenario.startswith("post"):
-            check_durable(backend, url, name, acknowledged)
-    return results
+    rounds: dict[str, list[Result]] = {name: [] for name in APPS}
+    for _ in range(1 if scenario == "huge" else args.rounds):
+        for name, (app, variable) in APPS.items():
+            url = database_for(backend, name, rows, directory)
+            with server(app, variable, url, workers) as (address, pid, idle):
+                if scenario == "huge":
+                    wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
+                    rounds[name].append(Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid)))
+                else:
+                    script = POST_SCRIPT if scenario.startswith("post") else None
+                    rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script)
+                    rounds[name].append(Result(rate, p99, idle, rss_mib(pid), errors))
+            if scenario.startswith("post"):
+                check_durable(backend, url, name, acknowledged)
+    return {name: median(results) for name, results in rounds.items()}
+
+
+def median(results: list[Result]) -> Result:
+    """Return the round of median rate, with the highest peak memory of all rounds."""
+    middle = sorted(results, key=lambda result: result.rate)[len(results) // 2]
+    return dataclasses.replace(middle, peak_rss_mib=max(result.peak_rss_mib for result in results))
 
 
 def check_durable(backend: str, url: str, app: str, acknowledged: int) -> None:
@@ -203,9 +214,12 @@ def distance(args: argparse.Namespace, port_rates: dict[tuple[str, str], float])
     """Print the req/s of the notes API on a bare asyncpg pool, and how close the port comes to it."""
     rates = {}
     for scenario, rows, script in (("small", 10, None), ("post", 0, POST_SCRIPT)):
-        url = asyncio.run(seed_postgres("bench_bare", rows))
-        with server("bench.bare_asyncpg_app:app", "DATABASE_URL", url) as (address, _, _):
-            rates[scenario], _, _, _ = run_wrk(address, args.seconds, args.connections, script)
+        measured = []
+        for _ in range(args.rounds):
+            url = asyncio.run(seed_postgres("bench_bare", rows))
+            with server("bench.bare_asyncpg_app:app", "DATABASE_URL", url) as (address, _, _):
+                measured.append(run_wrk(address, args.seconds, args.connections, script)[0])
+        rates[scenario] = sorted(measured)[len(measured) // 2]
     print(
         f"\nDistance on PostgreSQL: a bare asyncpg pool answers the 10-row GET at {rates['small']:,.0f} req/s", end=""
     )
@@ -249,6 +263,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each app, taken in turn; the median counts")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")
     parser.add_argument("--large", type=int, default=10_000, help="rows in the large GET")
     parser.add_argument("--crowd", type=int, default=30, help="wrk's connections in the crowded large GET")
@@ -256,7 +271,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="concurrent big reads")
     args = parser.parse_args()
 
-    print(f"# {os.cpu_count()} cores, {platform_line()}; server on core 0, load on core 1, one uvicorn worker\n")
+    print(f"# {os.cpu_count()} cores, {platform_line()}; server on core 0, load on core 1, one uvicorn worker;", end="")
+    print(f" median of {args.rounds} rounds\n")
     columns = ["backend", "scenario", "FastAPI req/s", "port req/s", "ratio", "FastAPI p99 ms", "port p99 ms"]
     columns += ["FastAPI RSS MiB, idle → peak", "port RSS MiB, idle → peak"]
     print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import operator
 import re
 
 import pytest
@@ -12,7 +13,7 @@ from starlette.testclient import TestClient
 from tests.helpers import ROOT
 
 GUIDE = (ROOT / "docs" / "comparison.md").read_text()
-LINKS = re.findall(r"\[`(\w+)`\]\(\.\./(\w+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)
+LINKS = re.findall(r"\[`([\w.]+)`\]\(\.\./(\w+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)
 CRASHES = GUIDE.split("## Where FastAPI's version answers 500")[1].split("\n## ")[0]
 CRASH_ROWS = [line for line in CRASHES.splitlines() if line.startswith("| `") or line.startswith("| the bytes")]
 
@@ -23,7 +24,7 @@ def test_the_guide_links_code() -> None:
 
 @pytest.mark.parametrize(("name", "module", "line", "length"), LINKS, ids=[link[0] for link in LINKS])
 def test_link_points_at_the_code(name: str, module: str, line: str, length: str) -> None:
-    obj = inspect.unwrap(getattr(importlib.import_module(module), name))
+    obj = inspect.unwrap(operator.attrgetter(name)(importlib.import_module(module)))
     source, start = inspect.getsourcelines(obj)
     assert (int(line), int(length)) == (start, len(source)), f"[`{name}`](../{module}.py#L{start}) | {len(source)} |"
 

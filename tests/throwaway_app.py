@@ -95,8 +95,9 @@ async def search_notes(request: Request) -> Response:
 
 async def create_note(request: Request) -> Response:
     note = await validate_body(request, NoteIn)
-    query = notes.insert().values(text=note.text, completed=note.completed, priority=note.priority)
-    last_record_id = await database.execute(query)
+    query = notes.insert()
+    values = {"text": note.text, "completed": note.completed, "priority": note.priority}
+    last_record_id = await database.execute(query=query, values=values)
     return serialize_response(Note, {**note.model_dump(), "id": last_record_id})
 
 
