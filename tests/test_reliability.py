@@ -530,3 +530,20 @@ def test_only_the_driver_in_use_is_loaded(url: str, drivers: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": url}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout == f"{drivers}\n"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("postgresql+aiopg://localhost/notes", id="aiopg"),
+        pytest.param("mysql+asyncmy://localhost/notes", id="asyncmy"),
+        pytest.param("oracle://localhost/notes", id="oracle"),
+    ],
+)
+def test_a_driver_the_port_does_not_speak_is_refused_at_start(url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url}
+    result = subprocess.run([sys.executable, "-c", "import notes_app"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"ValueError: {url.split(':')[0]}:// is not supported: use sqlite://, postgresql:// or mysql://"
+    )
