@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from exception_handlers import exception_handlers
-from routing import APIRoute, LimitRequestBody, serialize_response, stream_response, validate_body
+from routing import APIRoute, LimitRequestBody, serialize_response, stream_response, validate_request
 from schema import docs_routes
 from storage import Database, storable_in
 
@@ -70,15 +70,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def read_notes(request: Request) -> Response:
     pages = database.iterate_pages(notes)  # FastAPI's version: notes.select(), fetched whole
-    return await stream_response(list[Note], pages)
+    return await stream_response(request, pages)
 
 
 async def create_note(request: Request) -> Response:
-    note = await validate_body(request, NoteIn)
+    note: NoteIn = (await validate_request(request)).body
     query = notes.insert()  # FastAPI's version: notes.insert().values(...); apart, no SQL is compiled per note
     values = {"text": note.text, "completed": note.completed}
     last_record_id = await database.execute(query=query, values=values)
-    return serialize_response(Note, {**note.model_dump(), "id": last_record_id})
+    return serialize_response(request, {**note.model_dump(), "id": last_record_id})
 
 
 routes = [

@@ -1,31 +1,31 @@
 """What FastAPI's routes do around an endpoint (``fastapi/routing.py``), as calls a Starlette endpoint makes.
 
-FastAPI reads an endpoint's signature and, for each request, validates its path and query parameters and its body,
-then validates and serializes what it returns through its ``response_model``. Here the endpoint makes each of those
-steps itself, with one call each: ``validate_path``, ``validate_query``, ``validate_body``, then
-``serialize_response`` or, for a list that comes in pages, ``stream_response``. ``APIRoute`` declares the same
-things for the OpenAPI document (``schema.py``).
+FastAPI reads an endpoint's signature and, for each request, validates its path, query and header parameters and
+its body, then validates and serializes what it returns through its ``response_model``, with the route's status
+code. Here ``APIRoute`` declares those things once, and the endpoint makes each step itself, with one call each:
+``validate_request``, then ``serialize_response`` or, for a list that comes in pages, ``stream_response``.
+``schema.py`` documents the same declarations.
 """
 
 from __future__ import annotations
 
 import email.message
 import functools
+import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticUndefined
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
-
-Model = TypeVar("Model", bound=BaseModel)
 
 
 class RequestValidationError(Exception):
@@ -40,7 +40,11 @@ class RequestValidationError(Exception):
 
 
 class APIRoute(Route):
-    """A ``Route`` that declares, like FastAPI's decorators, its parameters, request body and response model."""
+    """A ``Route`` that declares, like FastAPI's decorators, what it takes and answers, and how it is documented.
+
+    ``validate_request`` validates what the route takes, and ``serialize_response`` answers with its ``status_code``
+    through its ``response_model``; ``schema.py`` documents it, with FastAPI's defaults for what is not given.
+    """
 
     def __init__(
         self,
@@ -50,66 +54,121 @@ class APIRoute(Route):
         method: str,
         path_params: type[BaseModel] | None = None,
         query_params: type[BaseModel] | None = None,
+        header_params: type[BaseModel] | None = None,
         body: type[BaseModel] | None = None,
         response_model: Any = None,
         status_code: int = 200,
+        tags: list[str] | None = None,
+        summary: str | None = None,
+        description: str | None = None,
+        response_description: str = "Successful Response",
+        responses: dict[int | str, dict[str, Any]] | None = None,
+        deprecated: bool | None = None,
+        include_in_schema: bool = True,
     ) -> None:
-        super().__init__(path, endpoint, methods=[method])
+        super().__init__(path, endpoint, methods=[method], include_in_schema=include_in_schema)
         # Starlette adds HEAD to a GET route; FastAPI does not, and answers HEAD with a 405.
         self.method = method.upper()
         self.methods = {self.method}
-        self.path_params = path_params
-        self.query_params = query_params
+        self.params = {"path": path_params, "query": query_params, "header": header_params}
         self.body = body
         self.response_model = response_model
         self.status_code = status_code
+        self.tags = tags or []
+        self.summary = summary
+        # FastAPI's: the docstring, up to a form feed, when no description is given.
+        self.description = (description or inspect.cleandoc(endpoint.__doc__ or "")).split("\f")[0].strip()
+        self.response_description = response_description
+        self.responses = responses or {}
+        self.deprecated = deprecated
 
 
-def validate_params(location: str, model: type[Model], received: dict[str, str]) -> Model:
-    """Validate the parameters found in ``location`` with ``model``, as FastAPI validates each parameter."""
+class RequestParams(NamedTuple):
+    """What a request brings, validated with the models its route declares (``None`` where it declares none)."""
+
+    path: Any
+    query: Any
+    headers: Any
+    body: Any
+
+
+async def validate_request(request: Request) -> RequestParams:
+    """Return what the request's ``APIRoute`` takes, validated, as FastAPI validates an endpoint's parameters.
+
+    The body is read first: JSON that does not parse is answered alone (``json_invalid``, with its position), a body
+    that cannot be read with a 400. Then the path, query and header parameters and the body are validated, and their
+    errors raised together, in that order, each located at ``["path", name]``, ``["query", name]``,
+    ``["header", name]`` or ``["body", ...]``.
+    """
+    route = request.scope["route"]
+    assert isinstance(route, APIRoute), "validate_request() serves the endpoints of APIRoutes"
+    content = await read_body(request) if route.body is not None else PydanticUndefined
+    path, query, headers = [
+        validate_params(location, route.params[location], received)
+        for location, received in [
+            ("path", request.path_params),
+            ("query", dict(request.query_params)),  # the last value of a repeated parameter counts
+            ("header", request.headers),
+        ]
+    ]
+    errors = path[1] + query[1] + headers[1]
+    body = None
+    if route.body is not None:
+        if content is PydanticUndefined:
+            errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
+        else:
+            try:
+                body = route.body.model_validate(content, from_attributes=True)
+            except ValidationError as exc:
+                errors += [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+    if errors:
+        raise RequestValidationError(errors)
+    return RequestParams(path[0], query[0], headers[0], body)
+
+
+def validate_params(
+    location: str, model: type[BaseModel] | None, received: Mapping[str, str]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Return the parameters found in ``location`` validated with ``model`` and no errors, or ``None`` and the errors.
+
+    A header is looked up by its field's name with underscores as hyphens, case-insensitively (FastAPI's
+    ``Header()``), and its errors are located by that header name.
+    """
+    if model is None:
+        return None, []
+    names = {name: name.replace("_", "-") if location == "header" else name for name in model.model_fields}
+    if location == "header":
+        received = {name: received[header] for name, header in names.items() if header in received}
     try:
-        return model.model_validate(received)
+        return model.model_validate(received), []
     except ValidationError as exc:
-        errors = [{**error, "loc": (location, *error["loc"])} for error in exc.errors(include_url=False)]
-        for error in errors:
-            if error["type"] == "missing":
-                error["input"] = None  # FastAPI validates each parameter alone: a missing one has no input.
-        raise RequestValidationError(errors) from None
+        errors: list[dict[str, Any]] = []
+        for error in exc.errors(include_url=False):
+            field, *rest = error["loc"]
+            # FastAPI validates each parameter alone: a missing one has no input.
+            missing = {"input": None} if error["type"] == "missing" else {}
+            errors.append({**error, "loc": (location, names.get(str(field), field), *rest), **missing})
+        return None, errors
 
 
-def validate_path(request: Request, model: type[Model]) -> Model:
-    """Return the path parameters validated with ``model`` (FastAPI: ``note_id: int`` for ``/notes/{note_id}``)."""
-    return validate_params("path", model, request.path_params)
-
-
-def validate_query(request: Request, model: type[Model]) -> Model:
-    """Return the query parameters validated with ``model`` (FastAPI: ``skip: int = 0``); the last value counts."""
-    return validate_params("query", model, dict(request.query_params))
-
-
-async def validate_body(request: Request, model: type[Model]) -> Model:
-    """Return the body validated with ``model``, read and decoded as FastAPI reads a body parameter ``note: NoteIn``.
+async def read_body(request: Request) -> Any:
+    """Return the body as FastAPI reads a body parameter (``note: NoteIn``), ``PydanticUndefined`` if there is none.
 
     FastAPI decodes the body as JSON only for a JSON content type (``application/json``, ``*/*+json``) and hands any
-    other body to the model as bytes; an empty body is ``missing`` and bad JSON ``json_invalid``, with its position.
+    other body to the model as bytes.
     """
     body = await request.body()
     if not body:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
-    content: Any = body
-    if is_json(request.headers.get("content-type", "")):
-        try:
-            content = json.loads(body)
-        except json.JSONDecodeError as exc:
-            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
-            raise RequestValidationError([{**error, "ctx": {"error": exc.msg}}]) from None
-        except (ValueError, RecursionError):  # Not UTF-8, or nested too deep.
-            raise HTTPException(status_code=400, detail="There was an error parsing the body") from None
+        return PydanticUndefined
+    if not is_json(request.headers.get("content-type", "")):
+        return body
     try:
-        return model.model_validate(content, from_attributes=True)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
+        raise RequestValidationError([{**error, "ctx": {"error": exc.msg}}]) from None
+    except (ValueError, RecursionError):  # Not UTF-8, or nested too deep.
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -162,25 +221,44 @@ def dump_json(adapter: TypeAdapter[Any], content: Any) -> bytes:
     return adapter.dump_json(adapter.validate_python(as_content(content), from_attributes=True))
 
 
-def serialize_response(response_model: Any, response_content: Any, status_code: int = 200) -> Response:
-    """Answer ``response_content`` as JSON through ``response_model``: what the model does not declare is not sent."""
-    content = dump_json(response_adapter(response_model), response_content)
-    return Response(content, status_code=status_code, media_type="application/json")
+def serialize_response(request: Request, response_content: Any) -> Response:
+    """Answer ``response_content`` with the route's ``status_code``, as JSON through its ``response_model``.
+
+    What the model does not declare is not sent. Without a model the content is sent as it is: a ``Response``
+    unchanged, anything else as JSON. A 204 or 304 has no body.
+    """
+    route = request.scope["route"]
+    assert isinstance(route, APIRoute), "serialize_response() serves the endpoints of APIRoutes"
+    if isinstance(response_content, Response):
+        return response_content
+    if not is_body_allowed_for_status_code(route.status_code):
+        return Response(status_code=route.status_code, media_type="application/json")
+    if route.response_model is None:
+        return JSONResponse(as_content(response_content), status_code=route.status_code)
+    content = dump_json(response_adapter(route.response_model), response_content)
+    return Response(content, status_code=route.status_code, media_type="application/json")
 
 
-async def stream_response(response_model: Any, pages: AsyncIterator[list[Any]]) -> Response:
+def is_body_allowed_for_status_code(status_code: int) -> bool:
+    return not (status_code < 200 or status_code in (204, 205, 304))
+
+
+async def stream_response(request: Request, pages: AsyncIterator[list[Any]]) -> Response:
     """Answer a list that comes in ``pages`` as ``serialize_response`` would, and page by page if there are several.
 
     The bytes are the same either way; a list of several pages goes out with chunked transfer encoding, and memory
     holds the bytes of one page at a time, however long the list.
     """
-    adapter = response_adapter(response_model)
+    route = request.scope["route"]
+    assert isinstance(route, APIRoute), "stream_response() serves the endpoints of APIRoutes"
+    adapter = response_adapter(route.response_model)
     first = dump_json(adapter, await anext(pages, []))
     try:
         second = dump_json(adapter, await anext(pages))
     except StopAsyncIteration:
-        return Response(first, media_type="application/json")
-    return StreamingResponse(join_arrays(adapter, [first, second], pages), media_type="application/json")
+        return Response(first, status_code=route.status_code, media_type="application/json")
+    chunks = join_arrays(adapter, [first, second], pages)
+    return StreamingResponse(chunks, status_code=route.status_code, media_type="application/json")
 
 
 async def join_arrays(

@@ -45,6 +45,15 @@ unix_socket_dir =
 ROOT = Path(__file__).parent.parent
 
 
+def require_docs_files() -> None:
+    """Fail in CI, and skip elsewhere, when ``npm ci`` has not installed the docs pages' files (Swagger UI, ReDoc)."""
+    if not (ROOT / "node_modules" / "swagger-ui-dist").is_dir() or not (ROOT / "node_modules" / "redoc").is_dir():
+        message = "the docs pages' files from npm are not installed: install npm, then run `make test` (or `npm ci`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def require_server(url: str, variable: str) -> None:
     """Fail in CI, and skip elsewhere, when the database server behind ``url`` is unreachable."""
     parsed = DatabaseURL(url)
@@ -102,17 +111,17 @@ def pgbouncer(pool_mode: str) -> Iterator[int]:
             process.wait(timeout=30)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Return once ``process`` listens on ``port``, failing if it exits or takes over 30 s."""
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Return once ``process`` listens on ``port``, failing if it exits or takes over ``timeout`` seconds."""
     name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             assert process.poll() is None, f"{name} exited with {process.returncode}"
-            assert time.monotonic() < deadline, f"{name} did not listen in 30 s"
+            assert time.monotonic() < deadline, f"{name} did not listen in {timeout:g} s"
             time.sleep(0.05)
 
 
@@ -125,6 +134,29 @@ def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPa
 class Server(NamedTuple):
     url: str
     process: subprocess.Popen[bytes]
+
+
+def clone_project(destination: Path) -> Path:
+    """Copy the files git tracks, as they are in the working tree, to ``destination``: what a fresh clone has."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    for name in tracked.decode().split("\0"):
+        if name and (ROOT / name).exists():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    return destination
+
+
+def path_without(directory: Path, *commands: str) -> str:
+    """Return a ``PATH`` with every command of this one but ``commands``, linked from ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in reversed(os.environ["PATH"].split(os.pathsep)):
+        if os.path.isdir(entry):
+            for name in os.listdir(entry):
+                if name not in commands:
+                    link = directory / name
+                    link.unlink(missing_ok=True)
+                    link.symlink_to(Path(entry, name))
+    return str(directory)
 
 
 def free_port() -> int:

@@ -11,11 +11,14 @@ import httpx2 as httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from tests.helpers import require_docs_files
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require_docs_files()  # The pages load their files from the app: every other host is cut off.
     if CHROMIUM is None:
         message = "no chromium on PATH: install Debian's chromium package (.ci/run does)"
         if os.environ.get("CI"):

@@ -1,12 +1,15 @@
 """The port's machinery grows like FastAPI: a throwaway app built with it against its FastAPI twin.
 
-Both add what people add first: a field (``priority``), ``GET /notes/{note_id}`` with a 404, and query parameters
-of several types, required and optional. The answers and the OpenAPI documents must be the same.
+Both grow the notes example to a CRUD API: a field (``priority``), read, replace, change and delete one note with a
+documented 404, a 201 on create and a 204 on delete, query parameters of several types and bounds, header
+parameters, tags, summaries and docstrings. The answers and the OpenAPI documents must be the same.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
-from tests.helpers import BACKENDS, JSON, ROOT, load, send, summary
+from tests.helpers import BACKENDS, JSON, ROOT, load, post, send, summary
 
 SEEDS = [
     {"text": "first note", "completed": True, "priority": 2},
@@ -27,6 +30,14 @@ SEEDS = [
 
 def get(path: str) -> tuple[str, str, dict[str, str], bytes]:
     return "GET", path, {}, b""
+
+
+def put(path: str, body: Any) -> tuple[str, str, dict[str, str], bytes]:
+    return "PUT", path, JSON, json.dumps(body).encode()
+
+
+def patch(path: str, body: Any, headers: dict[str, str]) -> tuple[str, str, dict[str, str], bytes]:
+    return "PATCH", path, {**JSON, **headers}, json.dumps(body).encode()
 
 
 CASES = [
@@ -58,7 +69,31 @@ CASES = [
     pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true, "priority": 7}'), id="create"),
     pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true}'), id="create-default"),
     pytest.param(("POST", "/notes/", JSON, b'{"text": "a", "completed": true, "priority": "high"}'), id="invalid"),
-    pytest.param(("DELETE", "/notes/1", {}, b""), id="method-not-allowed"),
+    pytest.param(
+        ("POST", "/notes/", {**JSON, "X-Request-Source": "cli"}, b'{"text": "a", "completed": true}'), id="header"
+    ),
+    pytest.param(("POST", "/notes/", JSON, b"{"), id="create-bad-json"),
+    pytest.param(("POST", "/notes/", JSON, b""), id="create-empty"),
+    pytest.param(get("/notes/?skip=-1&limit=0"), id="below-bounds"),
+    pytest.param(get("/notes/?limit=101"), id="above-bounds"),
+    pytest.param(put("/notes/2", {"text": "b", "completed": True, "priority": 5}), id="replace"),
+    pytest.param(put("/notes/99", {"text": "b", "completed": True}), id="replace-not-found"),
+    pytest.param(put("/notes/abc", {"text": 1}), id="replace-path-and-body-invalid"),
+    pytest.param(("PUT", "/notes/abc", {}, b""), id="replace-path-invalid-body-missing"),
+    pytest.param(("PUT", "/notes/abc", JSON, b"{"), id="replace-path-invalid-body-not-json"),
+    pytest.param(patch("/notes/1", {"completed": False}, {"x-author": "me"}), id="update"),
+    pytest.param(patch("/notes/1", {"priority": 9}, {"X-AUTHOR": "me"}), id="update-header-any-case"),
+    pytest.param(patch("/notes/1", {}, {"x-author": "me"}), id="update-nothing"),
+    pytest.param(patch("/notes/1", {"completed": False}, {"x_author": "me"}), id="update-header-with-underscore"),
+    pytest.param(patch("/notes/1", {"completed": False}, {}), id="update-header-missing"),
+    pytest.param(patch("/notes/x", {"priority": "high"}, {}), id="update-all-invalid"),
+    pytest.param(patch("/notes/99", {"priority": 1}, {"x-author": "me"}), id="update-not-found"),
+    pytest.param(("DELETE", "/notes/1", {}, b""), id="delete"),
+    pytest.param(("DELETE", "/notes/99", {}, b""), id="delete-not-found"),
+    pytest.param(("DELETE", "/notes/x", {}, b""), id="delete-invalid"),
+    pytest.param(get("/legacy/notes/"), id="deprecated"),
+    pytest.param(get("/health"), id="not-in-schema"),
+    pytest.param(("DELETE", "/notes/", {}, b""), id="method-not-allowed"),
 ]
 
 
@@ -97,7 +132,7 @@ def test_same_document(clients: tuple[TestClient, TestClient]) -> None:
 def test_the_new_field_goes_all_the_way(clients: tuple[TestClient, TestClient]) -> None:
     client, _ = clients
     created = client.post("/notes/", json={"text": "urgent", "completed": False, "priority": 9})
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     assert created.json() == {"id": 4, "text": "urgent", "completed": False, "priority": 9}
     assert client.get("/notes/4").json() == created.json()
     assert client.get("/notes/?skip=3").json() == [created.json()]
@@ -122,11 +157,24 @@ INSERT_EDITS = {
 
 def drilled(source: Path, variable: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Import a copy of the app at ``source`` with the field drill's edits, on ``database_url``."""
+    edits = [*FIELD_DRILL, (*INSERT_EDITS[source.name], 1)]
+    return edited(source, edits, variable, database_url, tmp_path, monkeypatch)
+
+
+def edited(
+    source: Path,
+    edits: list[tuple[str, str, int]],
+    variable: str,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    """Import a copy of the app at ``source``, with each ``(old, new, count)`` of ``edits``, on ``database_url``."""
     text = source.read_text()
-    for old, new, count in [*FIELD_DRILL, (*INSERT_EDITS[source.name], 1)]:
+    for old, new, count in edits:
         assert text.count(old) == count, old
         text = text.replace(old, new)
-    path = tmp_path / f"drilled_{source.name}"
+    path = tmp_path / f"edited_{source.name}"
     path.write_text(text)
     monkeypatch.setenv(variable, database_url)
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -165,3 +213,76 @@ def test_a_field_takes_the_fastapi_versions_four_edits(
         "title": "Priority",
         "type": "integer",
     }
+
+
+def readme_growing_it() -> list[str]:
+    """Return the code blocks of the README's "Growing it": FastAPI's endpoint, the port's, and the port's route."""
+    section = (ROOT / "README.md").read_text().split("**Growing it.**")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
+ROUTES = re.findall(r"^routes = \[\n.*?^\]\n", (ROOT / "notes_app.py").read_text(), re.MULTILINE | re.DOTALL)[0]
+
+# The endpoint's body in FastAPI's version, which the README leaves out.
+FASTAPI_REPLACE_NOTE = """
+class Message(BaseModel):
+    detail: str
+
+
+{decorator_and_signature}
+    if await database.fetch_one(notes.select().where(notes.c.id == note_id)) is None:
+        raise HTTPException(status_code=404, detail="Note not found")
+    query = notes.update().where(notes.c.id == note_id)
+    await database.execute(query.values(text=note.text, completed=note.completed))
+    return {{**note.model_dump(), "id": note_id}}
+"""
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_an_endpoint_added_the_readmes_way_answers_as_fastapis(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fastapi_endpoint, port_endpoint, port_route = readme_growing_it()
+    port = edited(
+        ROOT / "notes_app.py",
+        [
+            (ROUTES, f"{port_endpoint}\n\n{port_route}", 1),
+            ("from starlette.config", "from starlette.exceptions import HTTPException\nfrom starlette.config", 1),
+        ],
+        "DATABASE_URL",
+        database_url,
+        tmp_path,
+        monkeypatch,
+    )
+    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    endpoint = FASTAPI_REPLACE_NOTE.format(decorator_and_signature=fastapi_endpoint.rstrip())
+    reference = edited(
+        ROOT / "tests" / "reference_app.py",
+        [
+            (
+                "from fastapi import FastAPI\n",
+                "from typing import Annotated\n\nfrom fastapi import FastAPI, Header, HTTPException\n",
+                1,
+            ),
+        ],
+        "REFERENCE_DATABASE_URL",
+        reference_url,
+        tmp_path,
+        monkeypatch,
+    )
+    exec(endpoint, reference.__dict__)  # the FastAPI way: the decorator registers the route on the app
+    requests = [
+        post({"text": "a", "completed": False}),
+        ("PUT", "/notes/1", {**JSON, "x-author": "me"}, b'{"text": "b", "completed": true}'),
+        ("PUT", "/notes/9", JSON, b'{"text": "b", "completed": true}'),
+        ("PUT", "/notes/x", JSON, b'{"text": 1}'),
+        ("GET", "/notes/", {}, b""),
+    ]
+    with TestClient(port.app) as client, TestClient(reference.app) as reference_client:
+        for request_ in requests:
+            assert summary(send(client, request_)) == summary(send(reference_client, request_)), request_
+        document = client.get("/openapi.json").json()
+        expected = reference_client.get("/openapi.json").json()
+    expected["info"] = document["info"]
+    assert document == expected
+    assert document["paths"]["/notes/{note_id}"]["put"]["description"] == "Replace a note's text and state."

@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import sqlalchemy
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from exception_handlers import exception_handlers
-from routing import APIRoute, serialize_response, validate_body, validate_path, validate_query
+from routing import APIRoute, serialize_response, validate_request
 from schema import docs_routes
 from storage import Database
 
@@ -40,6 +41,12 @@ class NoteIn(BaseModel):
     priority: int = 0
 
 
+class NoteUpdate(BaseModel):
+    text: str | None = None
+    completed: bool | None = None
+    priority: int | None = None
+
+
 class Note(BaseModel):
     id: int
     text: str
@@ -47,19 +54,31 @@ class Note(BaseModel):
     priority: int
 
 
-class ReadNotesQuery(BaseModel):
-    skip: int = 0
-    limit: int = 100
+class Message(BaseModel):
+    detail: str
+
+
+class ReadNotesQuery(BaseModel):  # FastAPI: skip: Annotated[int, Query(ge=0)] = 0, ...
+    skip: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1, le=100)
     completed: bool | None = None
 
 
-class NotePath(BaseModel):
+class NotePath(BaseModel):  # FastAPI: note_id: int
     note_id: int
 
 
 class SearchQuery(BaseModel):
     q: str
     limit: int | None = None
+
+
+class CreateHeaders(BaseModel):  # FastAPI: x_request_source: Annotated[str | None, Header()] = None
+    x_request_source: str | None = None
+
+
+class UpdateHeaders(BaseModel):
+    x_author: str
 
 
 @contextlib.asynccontextmanager
@@ -70,42 +89,152 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await database.disconnect()
 
 
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message, "description": "No note has this id"}}
+
+
 async def read_notes(request: Request) -> Response:
-    params = validate_query(request, ReadNotesQuery)
+    """List the notes, oldest first.
+
+    Filter them with ``completed``.
+    \f
+    Everything after the form feed is for the code's readers only.
+    """
+    params: ReadNotesQuery = (await validate_request(request)).query
     query = notes.select().order_by(notes.c.id).offset(params.skip).limit(params.limit)
     if params.completed is not None:
         query = query.where(notes.c.completed == params.completed)
-    return serialize_response(list[Note], await database.fetch_all(query))
+    return serialize_response(request, await database.fetch_all(query))
+
+
+async def find_note(note_id: int) -> Any:
+    note = await database.fetch_one(notes.select().where(notes.c.id == note_id))
+    if note is None:
+        raise HTTPException(status_code=404, detail="Note not found")
+    return note
 
 
 async def read_note(request: Request) -> Response:
-    params = validate_path(request, NotePath)
-    query = notes.select().where(notes.c.id == params.note_id)
-    note = await database.fetch_one(query)
-    if note is None:
-        raise HTTPException(status_code=404, detail="Note not found")
-    return serialize_response(Note, note)
+    path: NotePath = (await validate_request(request)).path
+    return serialize_response(request, await find_note(path.note_id))
 
 
 async def search_notes(request: Request) -> Response:
-    params = validate_query(request, SearchQuery)
+    params: SearchQuery = (await validate_request(request)).query
     query = notes.select().where(notes.c.text.like(f"%{params.q}%")).order_by(notes.c.id)
-    return serialize_response(list[Note], await database.fetch_all(query.limit(params.limit)))
+    return serialize_response(request, await database.fetch_all(query.limit(params.limit)))
 
 
 async def create_note(request: Request) -> Response:
-    note = await validate_body(request, NoteIn)
+    note: NoteIn = (await validate_request(request)).body
     query = notes.insert()
     values = {"text": note.text, "completed": note.completed, "priority": note.priority}
     last_record_id = await database.execute(query=query, values=values)
-    return serialize_response(Note, {**note.model_dump(), "id": last_record_id})
+    return serialize_response(request, {**note.model_dump(), "id": last_record_id})
+
+
+async def replace_note(request: Request) -> Response:
+    params = await validate_request(request)
+    path: NotePath = params.path
+    note: NoteIn = params.body
+    await find_note(path.note_id)
+    await database.execute(notes.update().where(notes.c.id == path.note_id).values(**note.model_dump()))
+    return serialize_response(request, {**note.model_dump(), "id": path.note_id})
+
+
+async def update_note(request: Request) -> Response:
+    params = await validate_request(request)
+    path: NotePath = params.path
+    note: NoteUpdate = params.body
+    stored = await find_note(path.note_id)
+    changes = note.model_dump(exclude_unset=True)
+    if changes:
+        await database.execute(notes.update().where(notes.c.id == path.note_id).values(**changes))
+    return serialize_response(request, {**stored._mapping, **changes})
+
+
+async def delete_note(request: Request) -> Response:
+    path: NotePath = (await validate_request(request)).path
+    await find_note(path.note_id)
+    await database.execute(notes.delete().where(notes.c.id == path.note_id))
+    return serialize_response(request, None)
+
+
+async def read_notes_legacy(request: Request) -> Response:
+    return serialize_response(request, await database.fetch_all(notes.select().order_by(notes.c.id)))
+
+
+async def health(request: Request) -> Response:
+    return serialize_response(request, {"status": "ok"})
 
 
 routes = [
-    APIRoute("/notes/", read_notes, method="GET", query_params=ReadNotesQuery, response_model=list[Note]),
-    APIRoute("/notes/{note_id}", read_note, method="GET", path_params=NotePath, response_model=Note),
-    APIRoute("/search/", search_notes, method="GET", query_params=SearchQuery, response_model=list[Note]),
-    APIRoute("/notes/", create_note, method="POST", body=NoteIn, response_model=Note),
+    APIRoute(
+        "/notes/", read_notes, method="GET", query_params=ReadNotesQuery, response_model=list[Note], tags=["notes"]
+    ),
+    APIRoute(
+        "/notes/{note_id}",
+        read_note,
+        method="GET",
+        path_params=NotePath,
+        response_model=Note,
+        tags=["notes"],
+        responses=NOT_FOUND,
+    ),
+    APIRoute(
+        "/search/",
+        search_notes,
+        method="GET",
+        query_params=SearchQuery,
+        response_model=list[Note],
+        tags=["search"],
+        summary="Find notes by their text",
+    ),
+    APIRoute(
+        "/notes/",
+        create_note,
+        method="POST",
+        header_params=CreateHeaders,
+        body=NoteIn,
+        response_model=Note,
+        status_code=201,
+        tags=["notes"],
+        response_description="The note, with its id",
+        description="Create a note.",
+    ),
+    APIRoute(
+        "/notes/{note_id}",
+        replace_note,
+        method="PUT",
+        path_params=NotePath,
+        body=NoteIn,
+        response_model=Note,
+        tags=["notes"],
+        responses=NOT_FOUND,
+    ),
+    APIRoute(
+        "/notes/{note_id}",
+        update_note,
+        method="PATCH",
+        path_params=NotePath,
+        header_params=UpdateHeaders,
+        body=NoteUpdate,
+        response_model=Note,
+        tags=["notes"],
+        responses=NOT_FOUND,
+    ),
+    APIRoute(
+        "/notes/{note_id}",
+        delete_note,
+        method="DELETE",
+        path_params=NotePath,
+        status_code=204,
+        tags=["notes"],
+        responses=NOT_FOUND,
+    ),
+    APIRoute(
+        "/legacy/notes/", read_notes_legacy, method="GET", response_model=list[Note], tags=["notes"], deprecated=True
+    ),
+    APIRoute("/health", health, method="GET", include_in_schema=False),
 ]
 
 app = Starlette(
