@@ -121,6 +121,7 @@ def test_same_answer(clients: tuple[TestClient, TestClient], request_: tuple[str
     assert summary(client.get("/notes/")) == summary(reference_client.get("/notes/"))
 
 
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_same_document(clients: tuple[TestClient, TestClient]) -> None:
     client, reference_client = clients
     response = client.get("/openapi.json")
