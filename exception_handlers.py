@@ -1,7 +1,7 @@
 """How errors are answered: FastAPI's handlers (``fastapi/exception_handlers.py``), and the port's for failures.
 
-``exception_handlers`` is what FastAPI registers on every app, plus a 503 when the database fails and a JSON 500
-for a bug: ``Starlette(exception_handlers=exception_handlers)``.
+``exception_handlers`` is what FastAPI registers on every app, plus a 503 when the database fails, a 409 or 422 for
+data it refuses, and a JSON 500 for a bug: ``Starlette(exception_handlers=exception_handlers)``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from routing import RequestValidationError
-from storage import DatabaseError
+from storage import ConstraintConflict, DatabaseError, RefusedByDatabase
 
 logger = logging.getLogger("notes_app")
 
@@ -50,6 +50,18 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
     )
 
 
+async def refused_by_database_handler(request: Request, exc: Exception) -> Response:
+    """Answer data the database refused: a 409 for a conflict with a constraint, a 422 for a value that its column
+    cannot hold, in FastAPI's 422 format. Nothing was stored, and the same request would be refused again: no
+    ``Retry-After``."""
+    assert isinstance(exc, RefusedByDatabase)
+    if isinstance(exc, ConstraintConflict):
+        return JSONResponse({"detail": exc.detail}, status_code=409)
+    location = ("body", exc.column) if exc.column else ("body",)
+    error = {"type": "value_not_storable", "loc": location, "msg": exc.detail, "input": None}
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     """Answer an unexpected error with a JSON 500 (uvicorn logs its traceback), never with the traceback."""
     return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
@@ -59,5 +71,6 @@ exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     HTTPException: http_exception_handler,
     RequestValidationError: request_validation_exception_handler,
     DatabaseError: database_error_handler,
+    RefusedByDatabase: refused_by_database_handler,
     Exception: server_error_handler,
 }

@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from databases import DatabaseURL
 from starlette.testclient import TestClient
 
-from tests.helpers import (
-    MYSQL_URL,
-    POSTGRES_URL,
-    ROOT,
-    load,
-    mysql_admin,
-    pgbouncer,
-    postgres_admin,
-    require_server,
-    serve,
-)
+from tests.helpers import ROOT, load, new_database, pgbouncer, serve
 
 
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Yield the URL of a new, empty database on the backend the test is parametrized with (SQLite by default)."""
     backend = getattr(request, "param", "sqlite")
-    name = f"notes_test_{uuid.uuid4().hex[:12]}"
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'notes.db'}"
-    elif backend == "postgresql" or backend.startswith("pgbouncer-"):
-        require_server(POSTGRES_URL, "POSTGRES_URL")
-        asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
-        url = DatabaseURL(POSTGRES_URL).replace(database=name)
-        if backend.startswith("pgbouncer-"):
-            port = request.getfixturevalue("pgbouncers")[backend.removeprefix("pgbouncer-")]
-            url = DatabaseURL(f"{url.replace(port=port)}?statement_cache_size=0")
-        yield str(url)
-        asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
-    else:
-        require_server(MYSQL_URL, "MYSQL_URL")
-        # latin1, as on servers whose default is not utf8mb4: the table must ask for 4-byte UTF-8 itself.
-        mysql_admin(f"CREATE DATABASE {name} CHARACTER SET latin1")
-        yield str(DatabaseURL(MYSQL_URL).replace(database=name))
-        mysql_admin(f"DROP DATABASE {name}")
+    pgbouncer_port = None
+    if backend.startswith("pgbouncer-"):
+        pgbouncer_port = request.getfixturevalue("pgbouncers")[backend.removeprefix("pgbouncer-")]
+    with new_database(backend, tmp_path, pgbouncer_port) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -82,6 +83,32 @@ def mysql_admin(statement: str) -> None:
             cursor.execute(statement)
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def new_database(backend: str, directory: Path, pgbouncer_port: int | None = None) -> Iterator[str]:
+    """Yield the URL of a new, empty database on ``backend`` (SQLite in ``directory``), dropped afterwards."""
+    name = f"notes_test_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'{name}.db'}"
+    elif backend == "postgresql" or backend.startswith("pgbouncer-"):
+        require_server(POSTGRES_URL, "POSTGRES_URL")
+        asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
+        url = DatabaseURL(POSTGRES_URL).replace(database=name)
+        if pgbouncer_port is not None:
+            url = DatabaseURL(f"{url.replace(port=pgbouncer_port)}?statement_cache_size=0")
+        try:
+            yield str(url)
+        finally:
+            asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    else:
+        require_server(MYSQL_URL, "MYSQL_URL")
+        # latin1, as on servers whose default is not utf8mb4: the table must ask for 4-byte UTF-8 itself.
+        mysql_admin(f"CREATE DATABASE {name} CHARACTER SET latin1")
+        try:
+            yield str(DatabaseURL(MYSQL_URL).replace(database=name))
+        finally:
+            mysql_admin(f"DROP DATABASE {name}")
 
 
 @contextlib.contextmanager

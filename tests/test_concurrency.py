@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy
 from starlette.testclient import TestClient
 
-from storage import Database, DatabaseError
+from storage import Database, ValueNotStorable
 from tests.helpers import serve
 
 CREATES = 2000
@@ -99,7 +99,7 @@ def test_notes_inserted_together_get_their_own_ids(port_app: ModuleType, client:
     ("database_url", "refused", "error"),
     [
         pytest.param("sqlite", {"text": "refused", "completed": "maybe"}, TypeError, id="sqlite"),
-        pytest.param("postgresql", {"text": "refused\x00", "completed": False}, DatabaseError, id="postgresql"),
+        pytest.param("postgresql", {"text": "refused\x00", "completed": False}, ValueNotStorable, id="postgresql"),
     ],
     indirect=["database_url"],
 )
