@@ -13,8 +13,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime
+import decimal
+import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -25,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
@@ -35,6 +40,29 @@ ROOT = Path(__file__).parent.parent
 APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CREATE = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR, completed BOOLEAN)"
+# The typed table: three columns more, added to both apps with the FastAPI version's four edits.
+CREATE_TYPED = (
+    "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR, completed BOOLEAN, due {timestamp}, tags JSON,"
+    " price NUMERIC(10, 2))"
+)
+TYPED_EDITS = [
+    (
+        '    sqlalchemy.Column("completed", sqlalchemy.Boolean),\n',
+        '    sqlalchemy.Column("completed", sqlalchemy.Boolean),\n    sqlalchemy.Column("due", sqlalchemy.DateTime),\n'
+        '    sqlalchemy.Column("tags", sqlalchemy.JSON),\n    sqlalchemy.Column("price", sqlalchemy.Numeric(10, 2)),\n',
+    ),
+    (
+        "    completed: bool\n",
+        "    completed: bool\n    due: datetime | None = None\n    tags: list[str] | None = None\n"
+        "    price: Decimal | None = None\n",
+    ),
+    (
+        '"completed": note.completed}',
+        '"completed": note.completed, "due": note.due, "tags": note.tags, "price": note.price}',
+    ),
+    ("completed=note.completed)", "completed=note.completed, due=note.due, tags=note.tags, price=note.price)"),
+    ("import os\n", "import os\nfrom datetime import datetime\nfrom decimal import Decimal\n"),
+]
 POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"text": "a note from the benchmark", "completed": false}'
 wrk.headers["Content-Type"] = "application/json"
@@ -66,42 +94,83 @@ class Result:
     errors: str = ""  # what wrk saw go wrong, if anything
 
 
-def seed_sqlite(path: Path, rows: int) -> str:
+def seed_sqlite(path: Path, rows: int, typed: bool = False) -> str:
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.execute(CREATE.format(serial="INTEGER"))
-        connection.executemany(
-            "INSERT INTO notes (text, completed) VALUES (?, ?)",
-            ((f"note number {index}", index % 2 == 0) for index in range(rows)),
-        )
+        if typed:
+            connection.execute(CREATE_TYPED.format(serial="INTEGER", timestamp="DATETIME"))
+            values = [
+                (*note, due.isoformat(" ", "microseconds"), json.dumps(tags), str(price))
+                for note, due, tags, price in typed_rows(rows)
+            ]
+            connection.executemany(
+                "INSERT INTO notes (text, completed, due, tags, price) VALUES (?, ?, ?, ?, ?)", values
+            )
+        else:
+            connection.execute(CREATE.format(serial="INTEGER"))
+            connection.executemany("INSERT INTO notes (text, completed) VALUES (?, ?)", plain_rows(rows))
     return f"sqlite:///{path}"
 
 
-async def seed_postgres(name: str, rows: int) -> str:
+async def seed_postgres(name: str, rows: int, typed: bool = False) -> str:
     admin = await asyncpg.connect(POSTGRES_URL)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     connection = await asyncpg.connect(url)
-    await connection.execute(CREATE.format(serial="SERIAL"))
-    await connection.copy_records_to_table(
-        "notes",
-        records=[(f"note number {index}", index % 2 == 0) for index in range(rows)],
-        columns=["text", "completed"],
-    )
+    if typed:
+        await connection.execute(CREATE_TYPED.format(serial="SERIAL", timestamp="TIMESTAMP"))
+        records: list[tuple[Any, ...]] = [
+            (*note, due, json.dumps(tags), price) for note, due, tags, price in typed_rows(rows)
+        ]
+        columns = ["text", "completed", "due", "tags", "price"]
+    else:
+        await connection.execute(CREATE.format(serial="SERIAL"))
+        records, columns = list(plain_rows(rows)), ["text", "completed"]
+    await connection.copy_records_to_table("notes", records=records, columns=columns)
     await connection.close()
     return url
 
 
+def plain_rows(rows: int) -> Iterator[tuple[str, bool]]:
+    return ((f"note number {index}", index % 2 == 0) for index in range(rows))
+
+
+def typed_rows(rows: int) -> Iterator[tuple[tuple[str, bool], datetime.datetime, list[str], decimal.Decimal]]:
+    start = datetime.datetime(2026, 1, 1, 9, 30)
+    for index, note in enumerate(plain_rows(rows)):
+        due = start + datetime.timedelta(minutes=index, microseconds=index)
+        yield note, due, ["home", f"tag {index % 7}"], decimal.Decimal(index) / 4
+
+
+def typed_apps(directory: Path) -> dict[str, tuple[str, str]]:
+    """Write both apps with the typed table's edits beside the port's modules in ``directory``; return ``APPS`` for
+    them."""
+    for module in ROOT.glob("*.py"):
+        shutil.copy(module, directory)
+    for source, name in (
+        (ROOT / "notes_app.py", "typed_notes_app"),
+        (ROOT / "tests" / "reference_app.py", "typed_reference_app"),
+    ):
+        text = source.read_text()
+        for old, new in TYPED_EDITS:
+            text = text.replace(old, new)
+        (directory / f"{name}.py").write_text(text)
+    return {
+        "port": ("typed_notes_app:app", "DATABASE_URL"),
+        "fastapi": ("typed_reference_app:app", "REFERENCE_DATABASE_URL"),
+    }
+
+
 @contextmanager
-def server(app: str, variable: str, url: str, workers: int = 1) -> Iterator[tuple[str, int, float]]:
-    """Serve ``app`` on ``url``'s database under uvicorn on core 0 (both cores for 2 workers); yield its address,
-    pid and idle RSS."""
+def server(app: str, variable: str, url: str, workers: int = 1, cwd: Path = ROOT) -> Iterator[tuple[str, int, float]]:
+    """Serve ``app`` on ``url``'s database under uvicorn on core 0 (both cores for 2 workers), from ``cwd``; yield its
+    address, pid and idle RSS."""
     port = free_port()
     cores = "0" if workers == 1 else "0,1"
     command = ["taskset", "-c", cores, sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     command += ["--log-level", "warning", "--no-access-log", "--workers", str(workers)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, variable: url})
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, variable: url})
     try:
         for _ in range(300):
             try:
@@ -153,25 +222,29 @@ async def concurrent_reads(url: str, clients: int) -> tuple[float, float]:
         return time.perf_counter() - start, slowest
 
 
-def database_for(backend: str, app: str, rows: int, directory: Path) -> str:
+def database_for(backend: str, app: str, rows: int, directory: Path, typed: bool = False) -> str:
     if backend == "sqlite":
         path = directory / f"{app}-{rows}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return seed_sqlite(path, rows)
-    return asyncio.run(seed_postgres(f"bench_{app}", rows))
+        return seed_sqlite(path, rows, typed)
+    return asyncio.run(seed_postgres(f"bench_{app}", rows, typed))
 
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
     """Run ``scenario`` on each app in turn, ``args.rounds`` times over; keep each app's median round."""
-    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}[scenario]
+    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}.get(
+        scenario, args.large
+    )
     connections = args.crowd if scenario == "crowded" else args.connections
     workers = 2 if scenario == "post2" else 1
-    rounds: dict[str, list[Result]] = {name: [] for name in APPS}
+    typed = scenario == "typed"
+    apps, cwd = (typed_apps(directory), directory) if typed else (APPS, ROOT)
+    rounds: dict[str, list[Result]] = {name: [] for name in apps}
     for _ in range(1 if scenario == "huge" else args.rounds):
-        for name, (app, variable) in APPS.items():
-            url = database_for(backend, name, rows, directory)
-            with server(app, variable, url, workers) as (address, pid, idle):
+        for name, (app, variable) in apps.items():
+            url = database_for(backend, name, rows, directory, typed)
+            with server(app, variable, url, workers, cwd) as (address, pid, idle):
                 if scenario == "huge":
                     wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
                     rounds[name].append(Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid)))
@@ -255,13 +328,14 @@ LABELS = {
     "post": "POST /notes/",
     "post2": "POST /notes/, 2 workers on 2 cores",
     "huge": "{clients} concurrent GETs of {huge:,} rows",
+    "typed": "GET /notes/, {large:,} rows, with DateTime, JSON and Numeric columns",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge")
+    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge,typed")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each app, taken in turn; the median counts")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import re
-from typing import Any
+import uuid
+from typing import Any, Literal
 
 import pytest
+from fastapi import FastAPI
 from openapi_spec_validator import validate
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -191,3 +196,55 @@ def test_document_documents_the_answers(client: TestClient) -> None:
     invalid = client.post("/notes/", json={})
     assert invalid.status_code == 422, invalid.text
     assert set(invalid.json()) == set(document["components"]["schemas"]["HTTPValidationError"]["properties"])
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Place(BaseModel):
+    city: str = Field(min_length=1, max_length=40, description="Where")
+    zip_code: str | None = Field(None, pattern=r"^\d{5}$")
+
+
+class RichIn(BaseModel):
+    """A model with what readers put in theirs."""
+
+    title: str = Field(max_length=20)
+    score: int = Field(0, ge=0, le=10, multiple_of=2)
+    ratio: float | None = None
+    price: decimal.Decimal = Field(decimal.Decimal("1.50"), max_digits=10, decimal_places=2)
+    due: datetime.datetime | None = None
+    day: datetime.date = datetime.date(2026, 1, 1)
+    ref: uuid.UUID | None = None
+    kind: Literal["todo", "idea"] = "todo"
+    color: Color = Color.RED
+    tags: list[str] = []
+    places: list[Place] | None = None
+    home: Place | None = None
+    extra: dict[str, int] = {}
+
+
+class Rich(RichIn):
+    id: int
+
+
+def test_rich_models_are_documented_as_fastapi_documents_them() -> None:
+    fastapi = FastAPI()
+
+    @fastapi.post("/rich/", response_model=Rich, status_code=201)
+    async def create_rich(rich: RichIn) -> Any:
+        return {}
+
+    @fastapi.get("/rich/", response_model=list[Rich])
+    async def read_rich() -> Any:
+        return []
+
+    routes: list[BaseRoute] = [
+        APIRoute("/rich/", create_rich, method="POST", body=RichIn, response_model=Rich, status_code=201),
+        APIRoute("/rich/", read_rich, method="GET", response_model=list[Rich]),
+    ]
+    document = get_openapi(title="FastAPI", version="0.1.0", routes=routes)
+    validate(document)
+    assert document == fastapi.openapi()
