@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backends import ConstraintConflict, DatabaseError, RefusedByDatabase
 from routing import RequestValidationError
-from storage import ConstraintConflict, DatabaseError, RefusedByDatabase
 
 logger = logging.getLogger("notes_app")
 

@@ -103,15 +103,11 @@ async def validate_request(request: Request) -> RequestParams:
     route = request.scope["route"]
     assert isinstance(route, APIRoute), "validate_request() serves the endpoints of APIRoutes"
     content = await read_body(request) if route.body is not None else PydanticUndefined
-    path, query, headers = [
-        validate_params(location, route.params[location], received)
-        for location, received in [
-            ("path", request.path_params),
-            ("query", dict(request.query_params)),  # the last value of a repeated parameter counts
-            ("header", request.headers),
-        ]
-    ]
-    errors = path[1] + query[1] + headers[1]
+    path, path_errors = validate_params("path", route.params["path"], request.path_params)
+    # The last value of a repeated query parameter counts, the first of a repeated header.
+    query, query_errors = validate_params("query", route.params["query"], dict(request.query_params))
+    headers, header_errors = validate_params("header", route.params["header"], request.headers)
+    errors = path_errors + query_errors + header_errors
     body = None
     if route.body is not None:
         if content is PydanticUndefined:
@@ -123,7 +119,7 @@ async def validate_request(request: Request) -> RequestParams:
                 errors += [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
     if errors:
         raise RequestValidationError(errors)
-    return RequestParams(path[0], query[0], headers[0], body)
+    return RequestParams(path, query, headers, body)
 
 
 def validate_params(

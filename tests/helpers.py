@@ -164,8 +164,10 @@ class Server(NamedTuple):
 
 
 def clone_project(destination: Path) -> Path:
-    """Copy the files git tracks, as they are in the working tree, to ``destination``: what a fresh clone has."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    """Copy the files git tracks or would, as they are in the working tree, to ``destination``: what a fresh clone of
+    them has (no ``.venv``, no ``node_modules``)."""
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    tracked = subprocess.run(command, cwd=ROOT, check=True, capture_output=True).stdout
     for name in tracked.decode().split("\0"):
         if name and (ROOT / name).exists():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy
 from starlette.testclient import TestClient
 
-from storage import Database, ValueNotStorable
+from backends import ValueNotStorable
+from storage import Database
 from tests.helpers import serve
 
 CREATES = 2000

@@ -67,7 +67,8 @@ def test_make_run_without_npm_serves_notes_and_the_docs(tmp_path: Path, referenc
         listed = httpx.get(f"{url}/notes/")
         docs = httpx.get(f"{url}/docs")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
     assert created.status_code == 200, created.text
     assert created.json() == {"id": 1, "text": "Buy milk", "completed": False}
