@@ -17,10 +17,7 @@ from typing import Any
 
 import databases
 import sqlalchemy
-from databases.backends.dialects.psycopg import dialect as postgres_dialect
 from databases.core import Connection
-from sqlalchemy.dialects.mysql import pymysql as mysql_dialect
-from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
 
 # A type's name in PostgreSQL with its length, precision or scale apart: "VARCHAR(20)", "NUMERIC(10, 2)", "note_kind".
 PLAIN_TYPE = re.compile(r"([A-Za-z_][A-Za-z0-9_ ]*?)(\(\d+(, \d+)?\))?")
@@ -66,7 +63,7 @@ class Backend:
 
     name: str
     driver: str
-    dialect: sqlalchemy.Dialect
+    sync_driver: str | None = None  # a driver of SQLAlchemy's own without asyncio, installed with this one
     errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)  # OSError: TimeoutError and socket errors
     shares_connection = False  # one connection for every query, each execute in a group committed in one transaction
     groups_inserts = False  # the plain INSERTs waiting together are one statement (``insert_many_sql``)
@@ -76,6 +73,11 @@ class Backend:
         self.timeout = timeout
         dialect_class: Any = sqlalchemy.engine.make_url(f"{self.name}+{self.driver}://").get_dialect()
         self.sql_dialect: sqlalchemy.Dialect = dialect_class()
+        self.dialect = self.databases_dialect()
+
+    def databases_dialect(self) -> sqlalchemy.Dialect:
+        """Return the dialect ``databases`` gives its queries, set up as its ``backends/<name>.py`` sets it up."""
+        raise NotImplementedError
 
     def options(self) -> dict[str, Any]:
         """Return what ``databases`` hands the driver's ``connect`` besides the URL."""
@@ -111,8 +113,14 @@ class Backend:
 
 class SQLiteBackend(Backend):
     name, driver = "sqlite", "aiosqlite"
-    dialect = sqlite_dialect.dialect(paramstyle="qmark")
-    dialect.supports_native_decimal = False  # as databases' backends/sqlite.py
+    sync_driver = "pysqlite"
+
+    def databases_dialect(self) -> sqlalchemy.Dialect:
+        dialect_class: Any = sqlalchemy.engine.make_url("sqlite+pysqlite://").get_dialect()
+        dialect: Any = dialect_class(paramstyle="qmark")
+        dialect.supports_native_decimal = False
+        return dialect  # type: ignore[no-any-return]
+
     errors = Backend.errors + (OverflowError,)  # OverflowError: an integer over 64 bits
     shares_connection = True
 
@@ -140,22 +148,8 @@ class SQLiteBackend(Backend):
         return rows
 
 
-def databases_postgres_dialect() -> sqlalchemy.Dialect:
-    """Return the dialect ``databases`` gives its PostgreSQL queries, set up as its ``backends/postgres.py`` does."""
-    dialect: Any = postgres_dialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
-    dialect.implicit_returning = True
-    dialect.supports_native_enum = True
-    dialect.supports_smallserial = True
-    dialect._backslash_escapes = False
-    dialect.supports_sane_multi_rowcount = True
-    dialect._has_native_hstore = True
-    dialect.supports_native_decimal = True
-    return dialect  # type: ignore[no-any-return]
-
-
 class PostgresBackend(Backend):
     name, driver = "postgresql", "asyncpg"
-    dialect = databases_postgres_dialect()
     groups_inserts = True
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
@@ -165,6 +159,19 @@ class PostgresBackend(Backend):
         self.asyncpg = asyncpg
         # asyncpg's InterfaceError includes its DataError for a value it cannot send, which is a ValueError too.
         self.errors = Backend.errors + (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    def databases_dialect(self) -> sqlalchemy.Dialect:
+        from databases.backends.dialects.psycopg import dialect as postgres_dialect
+
+        dialect: Any = postgres_dialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
+        dialect.implicit_returning = True
+        dialect.supports_native_enum = True
+        dialect.supports_smallserial = True
+        dialect._backslash_escapes = False
+        dialect.supports_sane_multi_rowcount = True
+        dialect._has_native_hstore = True
+        dialect.supports_native_decimal = True
+        return dialect  # type: ignore[no-any-return]
 
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"reset": keep_session}
@@ -241,8 +248,13 @@ class PostgresBackend(Backend):
 
 class MySQLBackend(Backend):
     name, driver = "mysql", "aiomysql"
-    dialect = mysql_dialect.dialect(paramstyle="pyformat")
-    dialect.supports_native_decimal = True  # as databases' backends/mysql.py
+    sync_driver = "pymysql"
+
+    def databases_dialect(self) -> sqlalchemy.Dialect:
+        dialect_class: Any = sqlalchemy.engine.make_url("mysql+pymysql://").get_dialect()
+        dialect: Any = dialect_class(paramstyle="pyformat")
+        dialect.supports_native_decimal = True
+        return dialect  # type: ignore[no-any-return]
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)

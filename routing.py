@@ -103,10 +103,9 @@ async def validate_request(request: Request) -> RequestParams:
     route = request.scope["route"]
     assert isinstance(route, APIRoute), "validate_request() serves the endpoints of APIRoutes"
     content = await read_body(request) if route.body is not None else PydanticUndefined
-    path, path_errors = validate_params("path", route.params["path"], request.path_params)
-    # The last value of a repeated query parameter counts, the first of a repeated header.
-    query, query_errors = validate_params("query", route.params["query"], dict(request.query_params))
-    headers, header_errors = validate_params("header", route.params["header"], request.headers)
+    path, path_errors = validate_params(request, "path", route.params["path"])
+    query, query_errors = validate_params(request, "query", route.params["query"])
+    headers, header_errors = validate_params(request, "header", route.params["header"])
     errors = path_errors + query_errors + header_errors
     body = None
     if route.body is not None:
@@ -122,19 +121,24 @@ async def validate_request(request: Request) -> RequestParams:
     return RequestParams(path, query, headers, body)
 
 
-def validate_params(
-    location: str, model: type[BaseModel] | None, received: Mapping[str, str]
-) -> tuple[Any, list[dict[str, Any]]]:
-    """Return the parameters found in ``location`` validated with ``model`` and no errors, or ``None`` and the errors.
+def validate_params(request: Request, location: str, model: type[BaseModel] | None) -> tuple[Any, list[dict[str, Any]]]:
+    """Return the request's parameters found in ``location`` validated with ``model`` and no errors, or ``None`` and
+    the errors.
 
-    A header is looked up by its field's name with underscores as hyphens, case-insensitively (FastAPI's
-    ``Header()``), and its errors are located by that header name.
+    The last value of a repeated query parameter counts, the first of a repeated header. A header is looked up by its
+    field's name with underscores as hyphens, case-insensitively (FastAPI's ``Header()``), and its errors are located
+    by that header name.
     """
     if model is None:
         return None, []
     names = {name: name.replace("_", "-") if location == "header" else name for name in model.model_fields}
-    if location == "header":
-        received = {name: received[header] for name, header in names.items() if header in received}
+    received: Mapping[str, Any]
+    if location == "path":
+        received = request.path_params
+    elif location == "query":
+        received = dict(request.query_params)
+    else:
+        received = {name: request.headers[header] for name, header in names.items() if header in request.headers}
     try:
         return model.model_validate(received), []
     except ValidationError as exc:
