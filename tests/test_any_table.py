@@ -49,6 +49,19 @@ class Kind(NamedTuple):
     values: st.SearchStrategy[Any]
 
 
+class Tags(sqlalchemy.types.TypeDecorator[list[str]]):
+    """A reader's own type: a list of words kept as one comma-separated text."""
+
+    impl = sqlalchemy.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: sqlalchemy.Dialect) -> str | None:
+        return None if value is None else ",".join(value)
+
+    def process_result_value(self, value: str | None, dialect: sqlalchemy.Dialect) -> list[str] | None:
+        return None if value is None else value.split(",") if value else []
+
+
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60)
 KINDS = {
     "integer": Kind(lambda name: sqlalchemy.Integer(), int, st.integers(-(2**31), 2**31 - 1)),
@@ -85,6 +98,12 @@ KINDS = {
         st.sampled_from(["todo", "idea"]),
     ),
     "uuid": Kind(lambda name: sqlalchemy.Uuid(), uuid.UUID, st.uuids().map(str)),
+    "interval": Kind(
+        lambda name: sqlalchemy.Interval(),
+        datetime.timedelta,
+        st.integers(0, 10**6).map(lambda seconds: f"PT{seconds}S"),
+    ),
+    "decorated": Kind(lambda name: Tags(), list[str], st.lists(st.text("abc ", max_size=5), max_size=3)),
 }
 
 
