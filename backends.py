@@ -64,6 +64,7 @@ class Backend:
     name: str
     driver: str
     sync_driver: str | None = None  # a driver of SQLAlchemy's own without asyncio, installed with this one
+    paramstyle, native_decimal = "pyformat", True  # the settings databases gives the sync driver's dialect
     errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)  # OSError: TimeoutError and socket errors
     shares_connection = False  # one connection for every query, each execute in a group committed in one transaction
     groups_inserts = False  # the plain INSERTs waiting together are one statement (``insert_many_sql``)
@@ -76,8 +77,12 @@ class Backend:
         self.dialect = self.databases_dialect()
 
     def databases_dialect(self) -> sqlalchemy.Dialect:
-        """Return the dialect ``databases`` gives its queries, set up as its ``backends/<name>.py`` sets it up."""
-        raise NotImplementedError
+        """Return the dialect ``databases`` gives its queries, set up as its ``backends/<name>.py`` sets it up: the
+        sync driver's, with its ``paramstyle`` and ``native_decimal``."""
+        dialect_class: Any = sqlalchemy.engine.make_url(f"{self.name}+{self.sync_driver}://").get_dialect()
+        dialect: Any = dialect_class(paramstyle=self.paramstyle)
+        dialect.supports_native_decimal = self.native_decimal
+        return dialect  # type: ignore[no-any-return]
 
     def options(self) -> dict[str, Any]:
         """Return what ``databases`` hands the driver's ``connect`` besides the URL."""
@@ -115,12 +120,7 @@ class SQLiteBackend(Backend):
     name, driver = "sqlite", "aiosqlite"
     sync_driver = "pysqlite"
 
-    def databases_dialect(self) -> sqlalchemy.Dialect:
-        dialect_class: Any = sqlalchemy.engine.make_url("sqlite+pysqlite://").get_dialect()
-        dialect: Any = dialect_class(paramstyle="qmark")
-        dialect.supports_native_decimal = False
-        return dialect  # type: ignore[no-any-return]
-
+    paramstyle, native_decimal = "qmark", False  # as databases' backends/sqlite.py
     errors = Backend.errors + (OverflowError,)  # OverflowError: an integer over 64 bits
     shares_connection = True
 
@@ -249,12 +249,7 @@ class PostgresBackend(Backend):
 class MySQLBackend(Backend):
     name, driver = "mysql", "aiomysql"
     sync_driver = "pymysql"
-
-    def databases_dialect(self) -> sqlalchemy.Dialect:
-        dialect_class: Any = sqlalchemy.engine.make_url("mysql+pymysql://").get_dialect()
-        dialect: Any = dialect_class(paramstyle="pyformat")
-        dialect.supports_native_decimal = True
-        return dialect  # type: ignore[no-any-return]
+    paramstyle, native_decimal = "pyformat", True  # as databases' backends/mysql.py
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)

@@ -28,7 +28,9 @@ async def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=database.async_engine().url, target_metadata=metadata, literal_binds=True)
+    context.configure(
+        url=database.sqlalchemy_url(database.backend.driver), target_metadata=metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:
