@@ -8,11 +8,12 @@ and, on PostgreSQL, the statement that inserts many rows at once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 import databases
@@ -44,6 +45,15 @@ class ValueNotStorable(RefusedByDatabase):
     """A value that its column cannot hold: too long, out of range, missing where it is required (a 422)."""
 
 
+class ParameterNotStorable(ValueNotStorable):
+    """A value given to a statement, as a key to look up, a limit or a column's value, that the database cannot take
+    (a 422 located where the value came from)."""
+
+    def __init__(self, value: Any, column: str | None = None) -> None:
+        super().__init__("The database cannot take this value", column)
+        self.value = value
+
+
 def conflict(constraint: str | None = None, column: str | None = None) -> ConstraintConflict:
     what = f" {constraint}" if constraint else f" on {column}" if column else ""
     return ConstraintConflict(f"Conflict with the database's constraint{what}", column)
@@ -72,6 +82,7 @@ class Backend:
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
+        self.inserts: dict[tuple[Any, tuple[str, ...]], tuple[str, list[Any]] | None] = {}
         dialect_class: Any = sqlalchemy.engine.make_url(f"{self.name}+{self.driver}://").get_dialect()
         self.sql_dialect: sqlalchemy.Dialect = dialect_class()
         self.dialect = self.databases_dialect()
@@ -93,23 +104,87 @@ class Backend:
         return None
 
     async def setup(self, connection: Connection) -> None:
-        """Set up the connection that every query shares, where the backend ``shares_connection``."""
+        """Set up what the backend learns of the server at start, on ``connection`` (where the backend
+        ``shares_connection``, the one every query shares)."""
+
+    def insert_many(self, query: Any, values: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
+        """Return the statement that inserts the row of ``execute(query, values)`` together with others (the
+        backend's ``insert_many_sql``), and the row's values as the statement takes them, bound as ``databases`` binds
+        them; ``None`` if ``query`` is not a bare ``insert()`` (one with values, ``RETURNING`` or ``ON CONFLICT`` of
+        its own), a value is an SQL expression or one that its column's type refuses, or the backend has no such
+        statement for the row: the query then runs alone.
+        """
+        if not values or not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+            return None
+        table, names = query.table, tuple(values)
+        if not isinstance(table, sqlalchemy.Table):
+            return None
+        if (table, names) not in self.inserts:
+            self.inserts[table, names] = self.insert_many_sql(table, names)
+        insert = self.inserts[table, names]
+        if insert is None:
+            return None
+        sql, processors = insert
+        if any(isinstance(value, sqlalchemy.ClauseElement) for value in values.values()):
+            return None
+        try:
+            row = [value if process is None else process(value) for process, value in zip(processors, values.values())]
+        except (TypeError, ValueError, LookupError):
+            return None
+        return sql, row
 
     def insert_many_sql(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
         """Return the statement that inserts rows of ``table`` with values for ``names`` together, and the columns'
         bind processors, where the backend ``groups_inserts``; ``None`` if there is none."""
         return None
 
-    def result_processor(self, column: sqlalchemy.Column[Any]) -> Callable[[Any], Any] | None:
-        """Return what turns the driver's value of ``column`` into the value ``databases`` gives, or ``None``."""
-        processor: Callable[[Any], Any] | None = column.type.dialect_impl(self.dialect).result_processor(
-            self.dialect, None
-        )
+    async def insert_rows(self, connection: Connection, group: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Insert the rows of ``group``, each given with its ``insert_many`` statement, and return their keys."""
+        raise NotImplementedError
+
+    def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
+        """Return what turns the driver's value of a column of ``type_`` into the value ``databases`` gives, or
+        ``None``."""
+        processor: Callable[[Any], Any] | None = type_.dialect_impl(self.dialect).result_processor(self.dialect, None)
         return processor
 
-    async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    def driver_sql(self, sql: str, positiontup: Sequence[str] | None, names: Iterable[str]) -> tuple[str, list[str]]:
+        """Return SQL compiled for ``dialect`` as ``databases`` hands it to the driver, and the names of its
+        parameters in the order the driver takes them (``databases``' ``_compile``)."""
+        return sql, list(positiontup or ())
+
+    def arguments(self, names: list[str], values: list[Any]) -> Any:
+        """Return the parameters ``values``, in the order of ``names``, as the driver takes them."""
+        return values
+
+    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
         """Return the rows of ``sql`` run with ``args`` on the ``driver``'s connection."""
         raise NotImplementedError
+
+    async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
+        """Return the rows of ``sql`` (only the first if ``one``) and the names of their columns, as the driver
+        gives them."""
+        raise NotImplementedError
+
+    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+        """Run ``sql`` and return what ``databases``' ``execute`` returns: the new key of an ``insert``, else the
+        number of rows changed (PostgreSQL: the first value of the first row, if any)."""
+        raise NotImplementedError
+
+    def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        """Yield the rows of ``sql`` ``size`` at a time, with the names of their columns, read from one cursor: the
+        rows of one snapshot, in the order the database gives them, however many."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close what the backend opened besides ``databases``' connections."""
+
+    def refused_parameter(self, exc: Exception, names: list[str], args: Any) -> str | None:
+        """Return the name of the parameter that ``exc`` says the driver or the database could not take, or
+        ``None``: an integer over 64 bits, or one over its PostgreSQL type's range."""
+        if isinstance(exc, OverflowError):
+            return beyond_64_bits(names, args)
+        return None
 
     def async_engine_options(self) -> dict[str, Any]:
         """Return the options of SQLAlchemy's async engine on this database."""
@@ -123,6 +198,11 @@ class SQLiteBackend(Backend):
     paramstyle, native_decimal = "qmark", False  # as databases' backends/sqlite.py
     errors = Backend.errors + (OverflowError,)  # OverflowError: an integer over 64 bits
     shares_connection = True
+    idle_readers = 4  # connections kept open for reading lists
+
+    def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
+        super().__init__(url, timeout)
+        self.readers: list[Any] = []
 
     async def setup(self, connection: Connection) -> None:
         # A write waits for other processes' writes; readers and the writer do not block each other, with one fsync
@@ -143,9 +223,56 @@ class SQLiteBackend(Backend):
             return not_storable()
         return None
 
-    async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
         rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, args)  # aiosqlite
         return rows
+
+    async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
+        async with driver.execute(sql, args) as cursor:
+            rows = await (cursor.fetchmany(1) if one else cursor.fetchall())
+            return rows, described(cursor)
+
+    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+        # databases reads lastrowid on a connection of the query's own; on the shared one it may be an earlier
+        # statement's, so only an INSERT's counts.
+        async with driver.execute(sql, args) as cursor:
+            return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
+
+    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
+        # another process has written: a long list is read on a connection of its own.
+        own = self.url.database not in ("", ":memory:")  # a database in memory lives in the shared connection only
+        reader = await self.reader() if own else connection.raw_connection
+        try:
+            async with reader.execute(sql, args) as cursor:
+                while rows := await cursor.fetchmany(size):
+                    yield rows, described(cursor)
+                    if len(rows) < size:
+                        break
+        finally:
+            if own:
+                await self.put_back(reader)
+
+    async def reader(self) -> Any:
+        """Return an idle connection for reading lists, opened if there is none."""
+        if self.readers:
+            return self.readers.pop()
+        import aiosqlite
+
+        reader = await aiosqlite.connect(self.url.database, isolation_level=None)
+        await reader.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        await reader.execute("PRAGMA query_only = ON")
+        return reader
+
+    async def put_back(self, reader: Any) -> None:
+        if len(self.readers) < self.idle_readers:
+            self.readers.append(reader)
+        else:
+            await reader.close()
+
+    async def close(self) -> None:
+        while self.readers:
+            await self.readers.pop().close()
 
 
 class PostgresBackend(Backend):
@@ -192,8 +319,8 @@ class PostgresBackend(Backend):
             return not_storable()
         return None
 
-    def result_processor(self, column: sqlalchemy.Column[Any]) -> Callable[[Any], Any] | None:
-        processor = super().result_processor(column)
+    def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
+        processor = super().result_processor(type_)
         if processor is None:
             return None
 
@@ -203,6 +330,24 @@ class PostgresBackend(Backend):
             return processor(value) if isinstance(value, (int, str, float)) else value
 
         return process
+
+    async def insert_rows(self, connection: Connection, group: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Insert the rows of ``group``, each given with its ``insert_many`` statement, and return their keys.
+
+        On PostgreSQL one statement inserts the rows of a table: a round trip and a commit for the group instead of one
+        each. The rows of several tables are inserted in one transaction.
+        """
+        keys: list[Any] = [None] * len(group)
+        statements: dict[str, list[int]] = {}
+        for index, (sql, _) in enumerate(group):
+            statements.setdefault(sql, []).append(index)
+        async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
+            for sql, indexes in statements.items():
+                columns = [list(column) for column in zip(*(group[index][1] for index in indexes))]
+                records = await connection.raw_connection.fetch(sql, *columns)
+                for index, (key,) in zip(indexes, records):
+                    keys[index] = key
+        return keys
 
     def insert_many_sql(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
         """Return one statement that inserts rows of ``table`` with values for ``names``, taking them as one array
@@ -235,9 +380,41 @@ class PostgresBackend(Backend):
         )
         return sql, [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
 
-    async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    def driver_sql(self, sql: str, positiontup: Sequence[str] | None, names: Iterable[str]) -> tuple[str, list[str]]:
+        # databases compiles with the pyformat paramstyle, then numbers the parameters in the order of their names.
+        ordered = sorted(names)
+        return sql % {name: f"${index}" for index, name in enumerate(ordered, 1)}, ordered
+
+    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
         rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *args)  # asyncpg
         return rows
+
+    async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
+        if one:
+            row = await driver.fetchrow(sql, *args)
+            return ([], []) if row is None else ([row], list(row.keys()))
+        rows = await driver.fetch(sql, *args)
+        return rows, list(rows[0].keys()) if rows else []
+
+    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+        return await driver.fetchval(sql, *args)
+
+    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        driver = connection.raw_connection
+        async with driver.transaction():  # asyncpg's cursors live in a transaction
+            cursor = await driver.cursor(sql, *args)
+            while rows := await cursor.fetch(size):
+                yield rows, list(rows[0].keys())
+                if len(rows) < size:
+                    break
+
+    def refused_parameter(self, exc: Exception, names: list[str], args: Any) -> str | None:
+        # asyncpg refuses a value its parameter's type cannot hold before it sends anything:
+        # "invalid input for query argument $1: 2147483648 (value out of int32 range)"
+        found = re.match(r"invalid input for query argument \$(\d+):", str(exc))
+        if found and isinstance(exc, (self.asyncpg.DataError, self.asyncpg.InterfaceError)):
+            return names[int(found[1]) - 1]
+        return super().refused_parameter(exc, names, args)
 
     def async_engine_options(self) -> dict[str, Any]:
         # Statements named anew, so that PgBouncer's transaction mode never finds a name another client prepared.
@@ -280,16 +457,61 @@ class MySQLBackend(Backend):
             return conflict(key and (key.group(1) or key.group(2)))
         return None
 
-    async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    def driver_sql(self, sql: str, positiontup: Sequence[str] | None, names: Iterable[str]) -> tuple[str, list[str]]:
+        return sql, list(names)  # pyformat: PyMySQL puts each value in the SQL by its name
+
+    def arguments(self, names: list[str], values: list[Any]) -> Any:
+        return dict(zip(names, values))
+
+    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
+        return (await self.fetch_described(driver, sql, args, one=False))[0]
+
+    async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
         async with driver.cursor() as cursor:  # aiomysql
             await cursor.execute(sql, args)
-            rows: Sequence[Sequence[Any]] = await cursor.fetchall()
-            return rows
+            rows = await (cursor.fetchmany(1) if one else cursor.fetchall())
+            return rows, described(cursor)
+
+    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, args)
+            return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
+
+    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        import aiomysql
+
+        async with connection.raw_connection.cursor(aiomysql.SSCursor) as cursor:  # rows read as they are taken
+            await cursor.execute(sql, args)
+            while rows := await cursor.fetchmany(size):
+                yield rows, described(cursor)
+                if len(rows) < size:
+                    break
+
+    def refused_parameter(self, exc: Exception, names: list[str], args: Any) -> str | None:
+        if isinstance(exc, self.pymysql.Error) and exc.args[:1] == (1064,):  # PyMySQL writes any integer in the SQL
+            return beyond_64_bits(names, args)
+        return super().refused_parameter(exc, names, args)
 
 
 BACKENDS: dict[str, type[Backend]] = {
     backend.name: backend for backend in (SQLiteBackend, PostgresBackend, MySQLBackend)
 }
+
+
+Described = tuple[Sequence[Sequence[Any]], list[str]]  # rows as the driver gives them, and their columns' names
+
+
+def described(cursor: Any) -> list[str]:
+    """Return the names of the columns of a DB-API ``cursor``'s rows."""
+    return [column[0] for column in cursor.description or ()]
+
+
+def beyond_64_bits(names: list[str], args: Any) -> str | None:
+    """Return the name of the first integer in ``args`` that 64 bits cannot hold, or ``None``."""
+    for name, value in zip(names, args.values() if isinstance(args, dict) else args):
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return name
+    return None
 
 
 async def keep_session(connection: Any) -> None:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from backends import ConstraintConflict, DatabaseError, RefusedByDatabase
+from backends import ConstraintConflict, DatabaseError, ParameterNotStorable, RefusedByDatabase
 from routing import RequestValidationError
 
 logger = logging.getLogger("notes_app")
@@ -57,9 +57,28 @@ async def refused_by_database_handler(request: Request, exc: Exception) -> Respo
     assert isinstance(exc, RefusedByDatabase)
     if isinstance(exc, ConstraintConflict):
         return JSONResponse({"detail": exc.detail}, status_code=409)
-    location = ("body", exc.column) if exc.column else ("body",)
-    error = {"type": "value_not_storable", "loc": location, "msg": exc.detail, "input": None}
+    location, received = given_where(request, exc)
+    error = {"type": "value_not_storable", "loc": location, "msg": exc.detail, "input": received}
     return JSONResponse({"detail": [error]}, status_code=422)
+
+
+def given_where(request: Request, exc: RefusedByDatabase) -> tuple[tuple[str, ...], Any]:
+    """Return where the request gave the value the database refused, and the value as received: the path or query
+    parameter a statement's parameter came from, else the body (at the column, where the database names it)."""
+    if isinstance(exc, ParameterNotStorable):
+        for location, params in (("path", request.path_params), ("query", request.query_params)):
+            for name, received in params.items():
+                if received == exc.value or is_integer(received, exc.value):
+                    return (location, name), received
+    return ("body", exc.column) if exc.column else ("body",), None
+
+
+def is_integer(received: Any, value: Any) -> bool:
+    """Whether ``received``, a parameter's text, is the integer ``value``."""
+    try:
+        return isinstance(value, int) and isinstance(received, str) and int(received) == value
+    except ValueError:
+        return False
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:

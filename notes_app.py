@@ -69,8 +69,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 async def read_notes(request: Request) -> Response:
-    pages = database.iterate_pages(notes)  # FastAPI's version: notes.select(), fetched whole
-    return await stream_response(request, pages)
+    query = notes.select()
+    return await stream_response(request, database.iterate_pages(query))  # FastAPI's version: fetched whole
 
 
 async def create_note(request: Request) -> Response:

@@ -9,11 +9,12 @@ code. Here ``APIRoute`` declares those things once, and the endpoint makes each 
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
@@ -210,9 +211,11 @@ def is_plain(model: type[BaseModel]) -> bool:
 
 def as_content(value: Any) -> Any:
     """Return ``databases`` records, alone or in a list, as the dicts they hold, which a ``TypedDict`` reads."""
+    if hasattr(value, "_asdict"):  # the port's records, SQLAlchemy's rows
+        return value._asdict()
     if isinstance(value, Record):
         return {key: value[key] for key in value._mapping.keys()}
-    if isinstance(value, list) and value and isinstance(value[0], Record):
+    if isinstance(value, list) and value and (hasattr(value[0], "_asdict") or isinstance(value[0], Record)):
         return [as_content(record) for record in value]
     return value
 
@@ -243,37 +246,43 @@ def is_body_allowed_for_status_code(status_code: int) -> bool:
     return not (status_code < 200 or status_code in (204, 205, 304))
 
 
-async def stream_response(request: Request, pages: AsyncIterator[list[Any]]) -> Response:
+async def stream_response(request: Request, pages: AsyncGenerator[list[Any], None]) -> Response:
     """Answer a list that comes in ``pages`` as ``serialize_response`` would, and page by page if there are several.
 
     The bytes are the same either way; a list of several pages goes out with chunked transfer encoding, and memory
-    holds the bytes of one page at a time, however long the list.
+    holds the bytes of one page at a time, however long the list. ``pages`` is closed however the answer ends, so
+    that what it holds (a cursor, a connection) is given back.
     """
     route = request.scope["route"]
     assert isinstance(route, APIRoute), "stream_response() serves the endpoints of APIRoutes"
     adapter = response_adapter(route.response_model)
-    first = dump_json(adapter, await anext(pages, []))
     try:
+        first = dump_json(adapter, await anext(pages, []))
         second = dump_json(adapter, await anext(pages))
     except StopAsyncIteration:
         return Response(first, status_code=route.status_code, media_type="application/json")
+    except BaseException:
+        await pages.aclose()
+        raise
     chunks = join_arrays(adapter, [first, second], pages)
     return StreamingResponse(chunks, status_code=route.status_code, media_type="application/json")
 
 
 async def join_arrays(
-    adapter: TypeAdapter[Any], arrays: list[bytes], pages: AsyncIterator[Any]
+    adapter: TypeAdapter[Any], arrays: list[bytes], pages: AsyncGenerator[Any, None]
 ) -> AsyncIterator[bytes]:
-    """Yield the items of the JSON ``arrays``, then of the ``pages`` serialized, as one JSON array."""
-    separator = b"["
-    while arrays:
-        yield separator + arrays.pop(0)[1:-1]
-        separator = b","
-    async for page in pages:
-        chunk = b"," + dump_json(adapter, page)[1:-1]
-        del page  # Let the rows go while the client takes the bytes.
-        yield chunk
-    yield b"]"
+    """Yield the items of the JSON ``arrays``, then of the ``pages`` serialized, as one JSON array; close ``pages``
+    however it ends (the client gone, say)."""
+    async with contextlib.aclosing(pages):
+        separator = b"["
+        while arrays:
+            yield separator + arrays.pop(0)[1:-1]
+            separator = b","
+        async for page in pages:
+            chunk = b"," + dump_json(adapter, page)[1:-1]
+            del page  # Let the rows go while the client takes the bytes.
+            yield chunk
+        yield b"]"
 
 
 class LimitRequestBody:

@@ -1,6 +1,11 @@
-"""What the port adds to ``databases``: clean failures, SQLite without lost speed or notes, and long lists in pages.
+"""What the port adds to ``databases``: every statement compiled once, clean failures, SQLite without lost speed or
+notes, and long lists streamed.
 
 ``Database`` is ``databases.Database`` with these changes, all through its public methods:
+
+- ``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many`` and ``iterate`` compile a statement
+  once per shape (``CompiledCache``, keyed as SQLAlchemy's engine keys its cache), bind its values and read its rows
+  as ``databases`` does, and run it on the driver itself; their records (``Record``) answer as ``databases``' do;
 
 - every driver error becomes a ``DatabaseError``, which the app answers with a 503, and every call has a deadline;
   data the database refuses (a constraint, a value its column cannot hold) becomes a ``RefusedByDatabase``, which the
@@ -12,8 +17,10 @@
   for each note. A list read while a group commits may show the group's notes a moment before their creators hear
   back;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
-- ``iterate_pages`` reads a whole table a page at a time, so that a long list never sits in memory at once, with SQL
-  compiled once and run by the driver itself, each value processed by its column's type as ``databases`` does;
+- ``iterate_pages`` streams any select a page at a time from one cursor, in the order ``fetch_all`` gives, so that a
+  long list never sits in memory at once;
+- a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
+  ``ParameterNotStorable`` (a 422 at the parameter it came from);
 - ``create_all`` is SQLAlchemy's ``metadata.create_all``, run on the app's own driver.
 
 What differs from one database to another is in ``backends.py``, one class for each, as in ``databases``' ``backends/``.
@@ -24,18 +31,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import databases
 import sqlalchemy
 from databases.core import Connection
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, operators
+from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.ddl import DDLElement
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
-from backends import BACKENDS, Backend, DatabaseError
+from backends import BACKENDS, Backend, DatabaseError, Described, ParameterNotStorable, RefusedByDatabase
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,7 +63,8 @@ logger = logging.getLogger("notes_app")
 
 
 class Database(databases.Database):
-    """``databases.Database``, failing with ``DatabaseError``, tuned on SQLite, and able to read a table in pages.
+    """``databases.Database``, each statement compiled once, failing with ``DatabaseError``, tuned on SQLite, and
+    able to stream any select.
 
     Every call is bounded by ``timeout`` seconds: past it the call fails with a ``DatabaseError``, the statement is
     cancelled on the server (PostgreSQL gets a cancel request; MySQL's lock waits end at the same time) and the
@@ -64,9 +84,7 @@ class Database(databases.Database):
         self.timeout = timeout
         self.shared: Connection | None = None
         self.group_commit: GroupCommit[Any] | None = None
-        self.compiled: dict[tuple[sqlalchemy.Table, int], tuple[DriverQuery, DriverQuery]] = {}
-        self.inserts: dict[tuple[Any, tuple[str, ...]], tuple[str, list[Any]] | None] = {}
-        self.readers: dict[sqlalchemy.Table, RowReader] = {}
+        self.statements = CompiledCache(self.backend)
 
     def bounded(self) -> Deadline:
         """Return the context of a database call: within ``timeout`` seconds, failing with a ``DatabaseError``, or a
@@ -80,10 +98,11 @@ class Database(databases.Database):
                 if self.backend.shares_connection:
                     self.shared = super().connection()
                     await self.shared.__aenter__()
-                    await self.backend.setup(self.shared)
                     self.group_commit = GroupCommit(self.commit_in_one_transaction)
                 elif self.backend.groups_inserts:
                     self.group_commit = GroupCommit(self.insert_rows)
+                async with self.connection() as connection:
+                    await self.backend.setup(connection)
         except DatabaseError as exc:
             logger.critical("Cannot use the database at %s: %s", self.url.obscure_password, exc)
             raise
@@ -95,80 +114,146 @@ class Database(databases.Database):
         if self.shared is not None:
             await self.shared.__aexit__()
             self.shared = None
+        await self.backend.close()
         await super().disconnect()
 
     def connection(self) -> Connection:
         return self.shared or super().connection()
 
-    async def execute(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
-        async with self.bounded():
-            if self.group_commit is not None:
-                if self.backend.shares_connection:
-                    return await self.group_commit.execute((query, values))
-                if insert := self.insert_many(query, values):
-                    return await self.group_commit.execute(insert)
-            return await super().execute(query, values)
+    async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
+        prepared = self.statements.prepare(query, values)
+        return prepared.records(*await self.read(prepared))
 
-    async def commit_in_one_transaction(
-        self, group: list[tuple[ClauseElement | str, dict[str, Any] | None]]
-    ) -> list[Any]:
-        """Execute the queries of ``group`` in one transaction: on SQLite, one fsync for all of them."""
+    async def fetch_one(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Record | None:
+        prepared = self.statements.prepare(query, values)
+        records = prepared.records(*await self.read(prepared, one=True))
+        return records[0] if records else None
+
+    async def fetch_val(self, query: ClauseElement | str, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
+        record = await self.fetch_one(query, values)
+        return None if record is None else record[column]
+
+    async def iterate(
+        self, query: ClauseElement | str, values: dict[str, Any] | None = None
+    ) -> AsyncGenerator[Any, None]:
+        prepared = self.statements.prepare(query, values)
+        async for rows, names in self.stream(prepared):
+            for record in prepared.records(rows, names):
+                yield record
+
+    async def iterate_pages(self, query: ClauseElement) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Yield the rows of ``query`` as dicts, ``page_size`` at a time, as ``fetch_all(query)`` would return them:
+        in its order, each value as ``databases`` gives it; however many, memory holds one page."""
+        prepared = self.statements.prepare(query, None)
+        async for rows, names in self.stream(prepared):
+            # Held in a list and popped, so that nothing here keeps the page while the caller holds it.
+            page = [prepared.dicts(rows, names)]
+            del rows
+            yield page.pop()
+
+    async def read(self, prepared: Prepared, one: bool = False) -> Described:
+        """Return the rows of ``prepared`` (only the first if ``one``) and, for a statement that does not type its
+        columns (``text()``), their names; no rows where it compares a column for equality with a value the column
+        cannot hold."""
+        try:
+            async with self.bounded(), self.connection() as connection:
+                if prepared.statement.columns and not one:
+                    return await self.backend.fetch(connection.raw_connection, prepared.sql, prepared.args), []
+                return await self.backend.fetch_described(connection.raw_connection, prepared.sql, prepared.args, one)
+        except (RefusedByDatabase, DatabaseError) as exc:
+            if self.matches_nothing(exc, prepared):
+                return [], []
+            raise
+
+    async def stream(self, prepared: Prepared) -> AsyncGenerator[Described, None]:
+        """Yield the rows of ``prepared`` a page at a time, on one connection, each page within the deadline; a page
+        that fails releases the connection within the same deadline."""
+        connection = self.connection()
+        async with self.bounded():
+            await connection.__aenter__()
+        pages = self.backend.stream(connection, prepared.sql, prepared.args, self.page_size)
+        done = False
+        try:
+            while not done:
+                try:
+                    async with self.bounded():
+                        try:
+                            page = await anext(pages, None)
+                        except BaseException:
+                            done = True
+                            await close_stream(pages, connection)
+                            raise
+                except (RefusedByDatabase, DatabaseError) as exc:
+                    if self.matches_nothing(exc, prepared):
+                        return
+                    raise
+                if page is None:
+                    return
+                yield page
+        finally:
+            if not done:
+                async with self.bounded():
+                    await close_stream(pages, connection)
+
+    def matches_nothing(self, exc: RefusedByDatabase | DatabaseError, prepared: Prepared, reading: bool = True) -> bool:
+        """Whether ``exc`` is a value that a column cannot hold, given for ``reading`` rows where the column equals it,
+        so that no row can match; raise a ``ParameterNotStorable`` for any other parameter the database cannot take.
+        """
+        cause = exc.__cause__
+        if not isinstance(cause, Exception):
+            return False
+        name = self.backend.refused_parameter(cause, prepared.names, prepared.args)
+        if name is None:
+            return False
+        if reading and prepared.statement.compares_for_equality(name):
+            return True
+        raise ParameterNotStorable(prepared.params[name], prepared.statement.column_of(name)) from cause
+
+    async def execute(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
+        if isinstance(query, DDLElement):
+            async with self.bounded():
+                return await super().execute(query, values)
+        if self.group_commit is not None and not self.backend.shares_connection:
+            if insert := self.backend.insert_many(query, values):
+                async with self.bounded():
+                    return await self.group_commit.execute(insert)
+        prepared = self.statements.prepare(query, values)
+        return (await self.write([prepared]))[-1]
+
+    async def execute_many(self, query: ClauseElement | str, values: list[dict[str, Any]]) -> None:
+        """Run ``query`` with each of ``values``, in one transaction: all are stored, or none."""
+        if values:
+            await self.write([self.statements.prepare(query, each) for each in values])
+
+    async def write(self, statements: list[Prepared]) -> list[Any]:
+        """Run ``statements`` in one transaction (on SQLite, with the others committed together) and return what
+        ``databases``' ``execute`` returns for each."""
+        try:
+            async with self.bounded():
+                if self.group_commit is not None and self.backend.shares_connection:
+                    results: list[Any] = await self.group_commit.execute(statements)
+                    return results
+                async with self.connection() as connection:
+                    return await self.run_in_transaction(connection, statements)
+        except (RefusedByDatabase, DatabaseError) as exc:
+            for prepared in statements:
+                self.matches_nothing(exc, prepared, reading=False)  # raises where a parameter is at fault
+            raise
+
+    async def run_in_transaction(self, connection: Connection, statements: list[Prepared]) -> list[Any]:
+        async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
+            return [await each.execute(connection.raw_connection) for each in statements]
+
+    async def commit_in_one_transaction(self, group: list[list[Prepared]]) -> list[Any]:
+        """Run the statements of ``group`` in one transaction: on SQLite, one fsync for all of them."""
         connection = self.connection()
         async with connection.transaction():
-            return [await connection.execute(query, values) for query, values in group]
+            return [[await each.execute(connection.raw_connection) for each in item] for item in group]
 
     async def insert_rows(self, group: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Insert the rows of ``group``, each given with its ``insert_many`` statement, and return their keys.
-
-        On PostgreSQL one statement inserts the rows of a table: a round trip and a commit for the group instead of one
-        each. The rows of several tables are inserted in one transaction.
-        """
-        keys: list[Any] = [None] * len(group)
-        statements: dict[str, list[int]] = {}
-        for index, (sql, _) in enumerate(group):
-            statements.setdefault(sql, []).append(index)
+        """Insert the rows of ``group`` together (the backend's ``insert_rows``), and return their keys."""
         async with self.bounded(), self.connection() as connection:
-            async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
-                for sql, indexes in statements.items():
-                    columns = [list(column) for column in zip(*(group[index][1] for index in indexes))]
-                    records = await connection.raw_connection.fetch(sql, *columns)
-                    for index, (key,) in zip(indexes, records):
-                        keys[index] = key
-        return keys
-
-    def insert_many(self, query: ClauseElement | str, values: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
-        """Return the statement that inserts the row of ``execute(query, values)`` together with others (the
-        backend's ``insert_many_sql``), and the row's values as the statement takes them, bound as ``databases`` binds
-        them; ``None`` if ``query`` is not a bare ``insert()`` (one with values, ``RETURNING`` or ``ON CONFLICT`` of
-        its own), a value is an SQL expression or one that its column's type refuses, or the backend has no such
-        statement for the row: the query then runs alone.
-        """
-        if not values or not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
-            return None
-        table, names = query.table, tuple(values)
-        if not isinstance(table, sqlalchemy.Table):
-            return None
-        if (table, names) not in self.inserts:
-            self.inserts[table, names] = self.backend.insert_many_sql(table, names)
-        insert = self.inserts[table, names]
-        if insert is None:
-            return None
-        sql, processors = insert
-        if any(isinstance(value, ClauseElement) for value in values.values()):
-            return None
-        try:
-            row = [value if process is None else process(value) for process, value in zip(processors, values.values())]
-        except (TypeError, ValueError, LookupError):
-            return None
-        return sql, row
-
-    async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
-        async with self.bounded():
-            return await super().fetch_all(query, values)
-
-    async def fetch_one(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
-        async with self.bounded():
-            return await super().fetch_one(query, values)
+            return await self.backend.insert_rows(connection, group)
 
     def sqlalchemy_url(self, driver: str) -> sqlalchemy.URL:
         """Return this database's URL for SQLAlchemy's own engine on ``driver``, without ``databases``' options."""
@@ -214,54 +299,224 @@ class Database(databases.Database):
             finally:
                 await async_engine.dispose()
 
-    async def iterate_pages(self, table: sqlalchemy.Table) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield every row of ``table`` as a dict, in primary key order, ``page_size`` rows at a time.
 
-        Each value is the one ``databases`` gives: the driver's, turned into its column type's value by that type's
-        result processing (prepared once per table).
-        """
-        names = [column.name for column in table.columns]
-        (key,) = [names.index(column.name) for column in table.primary_key.columns]
-        first, following, read_row = self.page_queries(table, self.page_size)
-        query, after = first, dict[str, Any]()
-        while rows := await self.fetch_raw(query, after):
-            query, after = following, {"after": rows[-1][key]}
-            more = len(rows) == self.page_size
-            # Held in a list and popped, so that nothing here keeps the page while the caller holds it.
-            page = [list(map(read_row, rows))]
-            del rows
-            yield page.pop()
-            if not more:
-                return
+class CompiledCache:
+    """Statements compiled once for each shape, as SQLAlchemy's engine caches them: keyed by the statement's cache key,
+    each run with the values extracted with that key, bound and read as ``databases`` binds and reads them."""
 
-    def page_queries(self, table: sqlalchemy.Table, size: int) -> tuple[DriverQuery, DriverQuery, RowReader]:
-        """Return the queries of the first ``size`` rows of ``table`` and of the ``size`` after the key ``after``, and
-        the ``row_reader`` of its rows."""
-        if (table, size) not in self.compiled:
-            (key,) = table.primary_key.columns
-            first = sqlalchemy.select(table).order_by(key).limit(size)
-            following = first.where(key > sqlalchemy.bindparam("after", type_=key.type))
-            self.compiled[table, size] = self.for_driver(first), self.for_driver(following)
-            processors = {i: self.backend.result_processor(column) for i, column in enumerate(table.columns)}
-            self.readers[table] = row_reader([column.name for column in table.columns], processors)
-        return (*self.compiled[table, size], self.readers[table])
+    size = 500  # statements kept, as SQLAlchemy's engine keeps by default
 
-    def for_driver(self, query: ClauseElement) -> DriverQuery:
-        """Compile ``query`` once, for ``fetch_raw``."""
-        compiled = query.compile(dialect=self.backend.sql_dialect)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.statements: dict[Any, Statement] = {}
+
+    def prepare(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Prepared:
+        """Return ``query`` with ``values`` as ``databases`` would run them, the SQL compiled at most once."""
+        query = build_query(query, values)
+        key = cache_key(query)
+        statement = self.statements.get(key.key) if key is not None else None
+        if statement is not None:
+            assert key is not None
+            return statement.prepare(statement.compiled.construct_params(key.params, key.bindparams))
+        compiled = query.compile(dialect=self.backend.dialect, cache_key=key)
         assert isinstance(compiled, SQLCompiler)
-        return compiled.string, compiled.positiontup or [], compiled.params
+        statement = Statement(compiled, self.backend)
+        if key is not None:
+            if len(self.statements) >= self.size:
+                del self.statements[next(iter(self.statements))]
+            self.statements[key.key] = statement
+        return statement.prepare(compiled.construct_params())
 
-    async def fetch_raw(self, query: DriverQuery, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """Return the rows of ``query``, run with ``values`` by the driver itself, as the driver gives them.
 
-        ``databases`` compiles a SQLAlchemy query on every call, and wraps each row: together, several times what
-        asyncpg takes for a short page.
-        """
-        sql, names, defaults = query
-        args = [values[name] if name in values else defaults[name] for name in names]
-        async with self.bounded(), self.connection() as connection:
-            return await self.backend.fetch(connection.raw_connection, sql, args)
+def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> ClauseElement:
+    """Return ``query`` with ``values``, as ``databases`` builds it: ``text()`` with them bound, or ``.values()``."""
+    if isinstance(query, str):
+        return sqlalchemy.text(query).bindparams(**values) if values is not None else sqlalchemy.text(query)
+    if values:
+        return query.values(**values)  # type: ignore[attr-defined, no-any-return]
+    return query
+
+
+def cache_key(query: ClauseElement) -> CacheKey | None:
+    """Return the key SQLAlchemy's engine caches ``query``'s compiled form under, ``None`` if it is not cacheable.
+
+    The one private SQLAlchemy call of the port: the engine's own ``_compile_w_cache`` makes the same.
+    """
+    return query._generate_cache_key()
+
+
+class Statement:
+    """A statement compiled for ``databases``' dialect: its SQL as the driver takes it, what binds its parameters,
+    and what reads its rows into the values ``databases`` gives."""
+
+    def __init__(self, compiled: SQLCompiler, backend: Backend) -> None:
+        self.compiled = compiled
+        self.backend = backend
+        dialect = backend.dialect
+        escaped = compiled.escaped_bind_names
+        binds = {bind: escaped.get(name, name) for bind, name in compiled.bind_names.items()}
+        self.binds = binds
+        self.processors = {}
+        for bind, name in binds.items():
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None:
+                self.processors[name] = process
+        self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
+        self.sql, self.names = backend.driver_sql(compiled.string, compiled.positiontup, dict.fromkeys(binds.values()))
+        self.is_insert = compiled.isinsert or (
+            isinstance(compiled.statement, sqlalchemy.TextClause)
+            and compiled.string.lstrip().upper().startswith(("INSERT", "REPLACE"))
+        )
+        columns = result_columns(compiled)
+        self.columns = columns
+        self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}
+        if columns:
+            names = tuple(name for name, _, _ in columns)
+            processors = {i: backend.result_processor(type_) for i, (_, type_, _) in enumerate(columns)}
+            keys = RecordKeys(names, {label: name for name, _, labels in columns for label in labels})
+            self.readers[names] = row_reader(list(names), processors), keys
+
+    def prepare(self, params: Mapping[str, Any]) -> Prepared:
+        """Return the statement with ``params``, bound as the driver takes them."""
+        sql, names = self.sql, self.names
+        processors: Mapping[str, Callable[[Any], Any]] = self.processors
+        if self.expanding:  # an IN list: the SQL has a parameter for each item
+            expanded = self.compiled.construct_expanded_state(params)
+            sql, names = self.backend.driver_sql(expanded.statement, expanded.positiontup, expanded.parameters)
+            # The expanded state's processors are its items' only.
+            params, processors = expanded.parameters, {**processors, **expanded.processors}
+        values = [processors[name](params[name]) if name in processors else params[name] for name in names]
+        return Prepared(self, sql, names, self.backend.arguments(names, values), params)
+
+    def reader(self, names: Sequence[str]) -> tuple[RowReader, RecordKeys]:
+        """Return what reads rows whose columns have ``names`` (as the driver describes them) into dicts, and their
+        records' keys: values processed by their types where the statement types its columns (``text()`` does
+        not)."""
+        if len(self.readers) == 1 and self.columns:
+            return next(iter(self.readers.values()))
+        key = tuple(names)
+        if key not in self.readers:
+            self.readers[key] = row_reader(list(key), {}), RecordKeys(key, {})
+        return self.readers[key]
+
+    def compares_for_equality(self, name: str) -> bool:
+        """Whether the parameter ``name`` is compared for equality with a column, in the ``AND`` of the statement's
+        ``WHERE``: a value the column cannot hold then matches no row."""
+        keys = {bind.key for bind, bound in self.binds.items() if bound == name}
+        for clause in conjuncts(getattr(self.compiled.statement, "whereclause", None)):
+            if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
+                sides = (clause.left, clause.right)
+                if any(isinstance(side, BindParameter) and side.key in keys for side in sides):
+                    return any(isinstance(side, sqlalchemy.ColumnClause) for side in sides)
+        return False
+
+    def column_of(self, name: str) -> str | None:
+        """Return the column the parameter ``name`` gives a value for, in an ``INSERT`` or ``UPDATE``."""
+        table = getattr(self.compiled.statement, "table", None)
+        if (self.compiled.isinsert or self.compiled.isupdate) and table is not None and name in table.c:
+            return name
+        return None
+
+
+class Prepared(NamedTuple):
+    """A statement ready to run: its SQL, its parameters' names in the driver's order, and the driver's arguments."""
+
+    statement: Statement
+    sql: str
+    names: list[str]
+    args: Any
+    params: Mapping[str, Any]  # the values as given, by name
+
+    async def execute(self, driver: Any) -> Any:
+        """Run the statement on the ``driver``'s connection; return what ``databases``' ``execute`` returns."""
+        return await self.statement.backend.execute(driver, self.sql, self.args, self.statement.is_insert)
+
+    def dicts(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+        read_row, _ = self.statement.reader(names)
+        return list(map(read_row, rows))
+
+    def records(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[Record]:
+        read_row, keys = self.statement.reader(names)
+        return [Record(read_row(row), keys) for row in rows]
+
+
+class RecordKeys(NamedTuple):
+    names: tuple[str, ...]  # the columns in order
+    labels: dict[str, str]  # a column's name as ``str(column)`` gives it ("notes.id"), to its key
+
+
+class Record(databases.interfaces.Record):
+    """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute,
+    and ``_mapping``, a dict of them all."""
+
+    __slots__ = ("_values", "_keys")
+
+    def __init__(self, values: dict[str, Any], keys: RecordKeys) -> None:
+        self._values = values
+        self._keys = keys
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return self._values
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._values[key]
+        if isinstance(key, int):
+            return self._values[self._keys.names[key]]
+        if isinstance(key, slice):
+            return [self._values[name] for name in self._keys.names[key]]
+        return self._values[self._keys.labels.get(str(key), getattr(key, "key", key))]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> KeysView[str]:
+        return self._values.keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._values.values()
+
+    def _asdict(self) -> dict[str, Any]:
+        return self._values
+
+    def __repr__(self) -> str:
+        return f"Record({self._values!r})"
+
+
+def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any, list[str]]]:
+    """Return the columns of ``compiled``'s rows: each one's key, type and the names ``str(column)`` gives its
+    ``Column``s, as ``databases``' ``create_column_maps`` reads them from SQLAlchemy's compiler."""
+    columns = []
+    for key, _, objects, type_ in compiled._result_columns:
+        labels = [str(item) for item in objects if isinstance(item, sqlalchemy.ColumnElement)]
+        columns.append((key, type_, labels))
+    return columns
+
+
+def conjuncts(clause: Any) -> Iterator[Any]:
+    """Yield the terms of ``clause`` joined by ``AND``, or ``clause`` itself."""
+    if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+        for term in clause.clauses:
+            yield from conjuncts(term)
+    elif clause is not None:
+        yield clause
+
+
+async def close_stream(pages: AsyncGenerator[Any, None], connection: Connection) -> None:
+    """Close the cursor behind ``pages``, then give back its ``connection``."""
+    try:
+        await pages.aclose()
+    finally:
+        await connection.__aexit__()
 
 
 def row_reader(names: list[str], processors: dict[int, Callable[[Any], Any] | None]) -> RowReader:
@@ -319,7 +574,6 @@ class Deadline:
             raise DatabaseError(str(exc.orig)) from exc
 
 
-DriverQuery = tuple[str, Sequence[str], dict[str, Any]]  # SQL for the driver, its parameters in order, their defaults
 RowReader = Callable[[Sequence[Any]], dict[str, Any]]  # a row as the driver gives it, to the dict of its values
 
 

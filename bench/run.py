@@ -63,6 +63,32 @@ TYPED_EDITS = [
     ("completed=note.completed)", "completed=note.completed, due=note.due, tags=note.tags, price=note.price)"),
     ("import os\n", "import os\nfrom datetime import datetime\nfrom decimal import Decimal\n"),
 ]
+# The CRUD API grown the README's way (tests/throwaway_app.py) against its FastAPI twin, on 1,000 notes.
+CRUD_APPS = {
+    "port": ("tests.throwaway_app:app", "THROWAWAY_DATABASE_URL"),
+    "fastapi": ("tests.throwaway_reference_app:app", "THROWAWAY_REFERENCE_DATABASE_URL"),
+}
+CREATE_CRUD = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR(200), completed BOOLEAN, priority INTEGER)"
+ONE_SCRIPT = """math.randomseed(1)
+request = function() return wrk.format("GET", "/notes/" .. math.random(1, 1000)) end
+"""
+PUT_SCRIPT = """math.randomseed(1)
+request = function()
+  local body = '{"text": "a note changed by the benchmark", "completed": true, "priority": 3}'
+  return wrk.format("PUT", "/notes/" .. math.random(1, 1000), {["Content-Type"] = "application/json"}, body)
+end
+"""
+CREATE_SCRIPT = """wrk.method = "POST"
+wrk.body = '{"text": "a note from the benchmark", "completed": false, "priority": 1}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+# scenario: (path, wrk script)
+CRUD = {
+    "page": ("/notes/?skip=100&limit=100", None),
+    "one": ("/notes/", ONE_SCRIPT),
+    "put": ("/notes/", PUT_SCRIPT),
+    "create": ("/notes/", CREATE_SCRIPT),
+}
 POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"text": "a note from the benchmark", "completed": false}'
 wrk.headers["Content-Type"] = "application/json"
@@ -94,9 +120,13 @@ class Result:
     errors: str = ""  # what wrk saw go wrong, if anything
 
 
-def seed_sqlite(path: Path, rows: int, typed: bool = False) -> str:
+def seed_sqlite(path: Path, rows: int, typed: bool = False, crud: bool = False) -> str:
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        if typed:
+        if crud:
+            connection.execute(CREATE_CRUD.format(serial="INTEGER"))
+            crud_rows = [(*note, index % 5) for index, note in enumerate(plain_rows(rows))]
+            connection.executemany("INSERT INTO notes (text, completed, priority) VALUES (?, ?, ?)", crud_rows)
+        elif typed:
             connection.execute(CREATE_TYPED.format(serial="INTEGER", timestamp="DATETIME"))
             values = [
                 (*note, due.isoformat(" ", "microseconds"), json.dumps(tags), str(price))
@@ -111,18 +141,21 @@ def seed_sqlite(path: Path, rows: int, typed: bool = False) -> str:
     return f"sqlite:///{path}"
 
 
-async def seed_postgres(name: str, rows: int, typed: bool = False) -> str:
+async def seed_postgres(name: str, rows: int, typed: bool = False, crud: bool = False) -> str:
     admin = await asyncpg.connect(POSTGRES_URL)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     connection = await asyncpg.connect(url)
-    if typed:
+    records: list[tuple[Any, ...]]
+    if crud:
+        await connection.execute(CREATE_CRUD.format(serial="SERIAL"))
+        records = [(*note, index % 5) for index, note in enumerate(plain_rows(rows))]
+        columns = ["text", "completed", "priority"]
+    elif typed:
         await connection.execute(CREATE_TYPED.format(serial="SERIAL", timestamp="TIMESTAMP"))
-        records: list[tuple[Any, ...]] = [
-            (*note, due, json.dumps(tags), price) for note, due, tags, price in typed_rows(rows)
-        ]
+        records = [(*note, due, json.dumps(tags), price) for note, due, tags, price in typed_rows(rows)]
         columns = ["text", "completed", "due", "tags", "price"]
     else:
         await connection.execute(CREATE.format(serial="SERIAL"))
@@ -187,10 +220,12 @@ def server(app: str, variable: str, url: str, workers: int = 1, cwd: Path = ROOT
         process.wait(timeout=60)
 
 
-def run_wrk(url: str, seconds: int, connections: int, script: str | None = None) -> tuple[float, float, int, str]:
+def run_wrk(
+    url: str, seconds: int, connections: int, script: str | None = None, path: str = "/notes/"
+) -> tuple[float, float, int, str]:
     """Return wrk's requests per second, 99th percentile latency in ms, count of 2xx answers, and errors seen."""
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
-    command += ["--latency", f"{url}/notes/"]
+    command += ["--latency", f"{url}{path}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         if script:
             lua.write(script)
@@ -222,35 +257,36 @@ async def concurrent_reads(url: str, clients: int) -> tuple[float, float]:
         return time.perf_counter() - start, slowest
 
 
-def database_for(backend: str, app: str, rows: int, directory: Path, typed: bool = False) -> str:
+def database_for(backend: str, app: str, rows: int, directory: Path, typed: bool = False, crud: bool = False) -> str:
     if backend == "sqlite":
         path = directory / f"{app}-{rows}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return seed_sqlite(path, rows, typed)
-    return asyncio.run(seed_postgres(f"bench_{app}", rows, typed))
+        return seed_sqlite(path, rows, typed, crud)
+    return asyncio.run(seed_postgres(f"bench_{app}", rows, typed, crud))
 
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
     """Run ``scenario`` on each app in turn, ``args.rounds`` times over; keep each app's median round."""
-    rows = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}.get(
-        scenario, args.large
-    )
+    sizes = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}
+    rows = sizes.get(scenario, 1000 if scenario in CRUD or scenario == "hundred" else args.large)
+    if scenario == "hundred":
+        rows = 100
     connections = args.crowd if scenario == "crowded" else args.connections
     workers = 2 if scenario == "post2" else 1
-    typed = scenario == "typed"
-    apps, cwd = (typed_apps(directory), directory) if typed else (APPS, ROOT)
+    typed, crud = scenario == "typed", scenario in CRUD
+    apps, cwd = (typed_apps(directory), directory) if typed else (CRUD_APPS if crud else APPS, ROOT)
     rounds: dict[str, list[Result]] = {name: [] for name in apps}
     for _ in range(1 if scenario == "huge" else args.rounds):
         for name, (app, variable) in apps.items():
-            url = database_for(backend, name, rows, directory, typed)
+            url = database_for(backend, name, rows, directory, typed, crud)
             with server(app, variable, url, workers, cwd) as (address, pid, idle):
                 if scenario == "huge":
                     wall, slowest = asyncio.run(concurrent_reads(address, args.clients))
                     rounds[name].append(Result(args.clients / wall, slowest * 1000, idle, rss_mib(pid)))
                 else:
-                    script = POST_SCRIPT if scenario.startswith("post") else None
-                    rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script)
+                    path, script = CRUD.get(scenario, ("/notes/", POST_SCRIPT if scenario.startswith("post") else None))
+                    rate, p99, acknowledged, errors = run_wrk(address, args.seconds, connections, script, path)
                     rounds[name].append(Result(rate, p99, idle, rss_mib(pid), errors))
             if scenario.startswith("post"):
                 check_durable(backend, url, name, acknowledged)
@@ -329,13 +365,18 @@ LABELS = {
     "post2": "POST /notes/, 2 workers on 2 cores",
     "huge": "{clients} concurrent GETs of {huge:,} rows",
     "typed": "GET /notes/, {large:,} rows, with DateTime, JSON and Numeric columns",
+    "hundred": "GET /notes/, 100 rows (the whole-table list)",
+    "page": "CRUD: GET /notes/?skip=100&limit=100 of 1,000",
+    "one": "CRUD: GET /notes/{{id}}",
+    "put": "CRUD: PUT /notes/{{id}}",
+    "create": "CRUD: POST /notes/ (201)",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge,typed")
+    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge,typed,hundred,page,one,put,create")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each app, taken in turn; the median counts")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")

@@ -44,6 +44,11 @@ default_pool_size = 50
 unix_socket_dir =
 """
 ROOT = Path(__file__).parent.parent
+THROWAWAY_SEEDS = [  # the notes both throwaway apps start with
+    {"text": "first note", "completed": True, "priority": 2},
+    {"text": "second note", "completed": False},
+    {"text": "100% done_", "completed": True, "priority": -1},
+]
 
 
 def require_docs_files() -> None:

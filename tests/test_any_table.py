@@ -97,7 +97,7 @@ KINDS = {
         Literal["todo", "idea"],
         st.sampled_from(["todo", "idea"]),
     ),
-    "uuid": Kind(lambda name: sqlalchemy.Uuid(), uuid.UUID, st.uuids().map(str)),
+    "uuid": Kind(lambda name: sqlalchemy.Uuid(), uuid.UUID, st.uuids(version=4).map(str)),  # MariaDB's: RFC 4122
     "interval": Kind(
         lambda name: sqlalchemy.Interval(),
         datetime.timedelta,
@@ -192,7 +192,7 @@ def port_app(url: str, table: sqlalchemy.Table, note_in: type[BaseModel], note: 
         await database.disconnect()
 
     async def read_notes(request: Request) -> Response:
-        return await stream_response(request, database.iterate_pages(table))
+        return await stream_response(request, database.iterate_pages(table.select().order_by(table.c.id)))
 
     async def create_note(request: Request) -> Response:
         body = (await validate_request(request)).body

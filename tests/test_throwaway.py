@@ -11,7 +11,6 @@ import importlib.util
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,7 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
-from tests.helpers import BACKENDS, JSON, ROOT, load, post, send, summary
-
-SEEDS = [
-    {"text": "first note", "completed": True, "priority": 2},
-    {"text": "second note", "completed": False},
-    {"text": "100% done_", "completed": True, "priority": -1},
-]
+from tests.helpers import BACKENDS, JSON, ROOT, post, send, summary
 
 
 def get(path: str) -> tuple[str, str, dict[str, str], bytes]:
@@ -95,20 +88,6 @@ CASES = [
     pytest.param(get("/health"), id="not-in-schema"),
     pytest.param(("DELETE", "/notes/", {}, b""), id="method-not-allowed"),
 ]
-
-
-@pytest.fixture
-def clients(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[TestClient, TestClient]]:
-    """Yield clients of the port's throwaway app on the test's database and of its FastAPI twin, both seeded."""
-    port = load("tests.throwaway_app", "THROWAWAY_DATABASE_URL", database_url, monkeypatch)
-    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
-    reference = load("tests.throwaway_reference_app", "THROWAWAY_REFERENCE_DATABASE_URL", reference_url, monkeypatch)
-    with TestClient(port.app) as client, TestClient(reference.app) as reference_client:
-        for note in SEEDS:
-            assert client.post("/notes/", json=note).json() == reference_client.post("/notes/", json=note).json()
-        yield client, reference_client
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
