@@ -6,7 +6,6 @@ notes, and long lists streamed.
 - ``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many`` and ``iterate`` compile a statement
   once per shape (``CompiledCache``, keyed as SQLAlchemy's engine keys its cache), bind its values and read its rows
   as ``databases`` does, and run it on the driver itself; their records (``Record``) answer as ``databases``' do;
-
 - every driver error becomes a ``DatabaseError``, which the app answers with a 503, and every call has a deadline;
   data the database refuses (a constraint, a value its column cannot hold) becomes a ``RefusedByDatabase``, which the
   app answers with a 409 or a 422;
@@ -340,7 +339,7 @@ def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> Cl
 def cache_key(query: ClauseElement) -> CacheKey | None:
     """Return the key SQLAlchemy's engine caches ``query``'s compiled form under, ``None`` if it is not cacheable.
 
-    The one private SQLAlchemy call of the port: the engine's own ``_compile_w_cache`` makes the same.
+    SQLAlchemy has no public name for it: its engine's own ``_compile_w_cache`` makes the same call.
     """
     return query._generate_cache_key()
 
@@ -445,8 +444,8 @@ class RecordKeys(NamedTuple):
 
 
 class Record(databases.interfaces.Record):
-    """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute,
-    and ``_mapping``, a dict of them all."""
+    """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute;
+    ``_mapping`` holds the same values (``databases``' on PostgreSQL holds asyncpg's, JSON as its text)."""
 
     __slots__ = ("_values", "_keys")
 
