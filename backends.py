@@ -68,7 +68,8 @@ class Backend:
     """What differs from one database to another, as ``databases`` keeps it in ``backends/<name>.py``.
 
     ``dialect`` is the one ``databases`` gives its queries, so that the values the port binds and reads itself are
-    the ones ``databases`` would bind and read; ``sql_dialect`` is the driver's, for the SQL the port compiles itself.
+    the ones ``databases`` would bind and read; ``sql_dialect`` is the driver's, for the types in PostgreSQL's grouped
+    INSERT.
     """
 
     name: str
