@@ -42,6 +42,7 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+import anyio
 import databases
 import sqlalchemy
 from databases.core import Connection
@@ -135,20 +136,38 @@ class Database(databases.Database):
     async def iterate(
         self, query: ClauseElement | str, values: dict[str, Any] | None = None
     ) -> AsyncGenerator[Any, None]:
-        prepared = self.statements.prepare(query, values)
-        async for rows, names in self.stream(prepared):
-            for record in prepared.records(rows, names):
-                yield record
+        async with contextlib.aclosing(self.pages(query, values)) as pages:
+            async for prepared, (rows, names) in pages:
+                for record in prepared.records(rows, names):
+                    yield record
 
     async def iterate_pages(self, query: ClauseElement) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yield the rows of ``query`` as dicts, ``page_size`` at a time, as ``fetch_all(query)`` would return them:
         in its order, each value as ``databases`` gives it; however many, memory holds one page."""
-        prepared = self.statements.prepare(query, None)
-        async for rows, names in self.stream(prepared):
-            # Held in a list and popped, so that nothing here keeps the page while the caller holds it.
-            page = [prepared.dicts(rows, names)]
-            del rows
-            yield page.pop()
+        async with contextlib.aclosing(self.pages(query, None)) as pages:
+            async for prepared, (rows, names) in pages:
+                # Held in a list and popped, so that nothing here keeps the page while the caller holds it.
+                page = [prepared.dicts(rows, names)]
+                del rows
+                yield page.pop()
+
+    async def pages(
+        self, query: ClauseElement | str, values: dict[str, Any] | None
+    ) -> AsyncGenerator[tuple[Prepared, Described], None]:
+        """Yield the rows of ``query`` a page at a time: read at once where a select gives no more than a page (as
+        most lists do), else streamed from one cursor."""
+        at_once = at_most(query, self.page_size) if values is None else None
+        if at_once is not None:
+            prepared = self.statements.prepare(at_once, None)
+            described = await self.read(prepared)
+            if len(described[0]) <= self.page_size:
+                yield prepared, described
+                return
+            del described  # One page more: all of it again, from a cursor, so that the rows come from one snapshot.
+        prepared = self.statements.prepare(query, values)
+        async with contextlib.aclosing(self.stream(prepared)) as pages:
+            async for page in pages:
+                yield prepared, page
 
     async def read(self, prepared: Prepared, one: bool = False) -> Described:
         """Return the rows of ``prepared`` (only the first if ``one``) and, for a statement that does not type its
@@ -175,13 +194,16 @@ class Database(databases.Database):
         try:
             while not done:
                 try:
+                    # A page is read whole, so that a request cancelled meanwhile (its client gone) stops between
+                    # pages, where its cursor closes cleanly; the deadline still bounds the read.
                     async with self.bounded():
-                        try:
-                            page = await anext(pages, None)
-                        except BaseException:
-                            done = True
-                            await close_stream(pages, connection)
-                            raise
+                        with anyio.CancelScope(shield=True):
+                            try:
+                                page = await anext(pages, None)
+                            except BaseException:
+                                done = True
+                                await close_stream(pages, connection)
+                                raise
                 except (RefusedByDatabase, DatabaseError) as exc:
                     if self.matches_nothing(exc, prepared):
                         return
@@ -334,6 +356,23 @@ def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> Cl
     if values:
         return query.values(**values)  # type: ignore[attr-defined, no-any-return]
     return query
+
+
+def at_most(query: ClauseElement | str, rows: int) -> ClauseElement | None:
+    """Return the select that reads all of ``query``'s rows at once if it has at most ``rows``: ``query`` itself where
+    its own LIMIT is at most ``rows``, else limited to one row more, which gives more than ``rows`` only if ``query``
+    does; ``None`` for a select with an OFFSET or a larger LIMIT of its own, or anything but a select.
+
+    SQLAlchemy has no public name for a select's limit and offset: its compiler reads these same attributes.
+    """
+    if not isinstance(query, sqlalchemy.GenerativeSelect):
+        return None
+    if not query._has_row_limiting_clause:
+        return query.limit(rows + 1)
+    limit = query._limit_clause
+    if limit is not None and query._simple_int_clause(limit) and query._limit is not None and query._limit <= rows:
+        return query if query._fetch_clause is None else None
+    return None
 
 
 def cache_key(query: ClauseElement) -> CacheKey | None:
@@ -511,11 +550,14 @@ def conjuncts(clause: Any) -> Iterator[Any]:
 
 
 async def close_stream(pages: AsyncGenerator[Any, None], connection: Connection) -> None:
-    """Close the cursor behind ``pages``, then give back its ``connection``."""
-    try:
-        await pages.aclose()
-    finally:
-        await connection.__aexit__()
+    """Close the cursor behind ``pages``, then give back its ``connection``, even where the request is cancelled: a
+    connection given back inside the cursor's transaction would be rolled back by asyncpg's pool, with a warning. The
+    caller's deadline still bounds it."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await pages.aclose()
+        finally:
+            await connection.__aexit__()
 
 
 def row_reader(names: list[str], processors: dict[int, Callable[[Any], Any] | None]) -> RowReader:

@@ -122,8 +122,9 @@ async def compare(url: str, drawn: list[Field], rows: list[dict[str, Any]], quer
             assert [as_databases_gives(record) for record in await port.fetch_all(query)] == expected, str(query)
             first = await port.fetch_one(query)
             assert (first and as_databases_gives(first)) == (expected[0] if expected else None)
-            assert [as_databases_gives(record) async for record in port.iterate(query)] == expected
-            assert [row for page in [page async for page in port.iterate_pages(query)] for row in page] == expected
+            for port.page_size in (Database.page_size, 2):  # read at once; from a cursor, past one page
+                assert [as_databases_gives(record) async for record in port.iterate(query)] == expected
+                assert [row for page in [page async for page in port.iterate_pages(query)] for row in page] == expected
             count = sqlalchemy.select(sqlalchemy.func.count()).select_from(query.subquery())
             assert await port.fetch_val(count) == await theirs.fetch_val(count) == len(expected)
         text = f"SELECT id, completed FROM {name} WHERE id > :after ORDER BY id"  # databases: text(query).bindparams()
@@ -156,3 +157,39 @@ def test_any_query_answers_as_databases(database_url: str, data: st.DataObject) 
     skipped = {"uuid"} if database_url.startswith("mysql") else set()
     columns, rows, queries = data.draw(tables_rows_and_queries(skipped))
     asyncio.run(compare(database_url, columns, rows, queries))
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("count", [0, 2, 3, 4, 7])
+def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> None:
+    """A list of up to a page is read at once, a longer one from a cursor: either way every row, once, in order."""
+    metadata = sqlalchemy.MetaData()
+    table = sqlalchemy.Table("listed", metadata, sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True))
+    ordered = table.select().order_by(table.c.id.desc())
+    queries = [
+        pytest.param(table.select(), id="no limit"),
+        pytest.param(ordered, id="ordered"),
+        pytest.param(ordered.limit(3), id="limit of a page"),
+        pytest.param(ordered.limit(4), id="limit over a page"),
+        pytest.param(ordered.offset(1), id="offset"),
+        pytest.param(ordered.offset(1).limit(2), id="offset and limit"),
+    ]
+
+    async def listed() -> None:
+        database = Database(database_url)
+        database.page_size = 3
+        await database.connect()
+        try:
+            await database.create_all(metadata)
+            await database.execute_many(table.insert(), [{"id": index} for index in range(1, count + 1)])
+            for param in queries:
+                (query,) = param.values
+                expected = [record._asdict() for record in await database.fetch_all(query)]
+                pages = [page async for page in database.iterate_pages(query)]
+                assert [row for page in pages for row in page] == expected, param.id
+                assert [len(page) for page in pages[:-1]] == [3] * (len(pages) - 1), param.id
+                assert [record._asdict() async for record in database.iterate(query)] == expected, param.id
+        finally:
+            await database.disconnect()
+
+    asyncio.run(listed())

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -460,6 +461,26 @@ def test_sigterm_lets_requests_in_flight_finish(database_url: str) -> None:
         lengths = asyncio.run(read_all_during_shutdown())
         assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal
     assert len(set(lengths)) == 1 and lengths[0] > 30_000 * 40
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_clients_leaving_in_the_middle_of_a_list_leave_nothing_behind(database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "stderr"
+    with log.open("w") as stderr, serve("notes_app:app", {"DATABASE_URL": database_url}, stderr=stderr) as server:
+        seed(database_url, 30_000)
+
+        async def leave_and_list() -> list[Any]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                for _ in range(10):  # more than the pool's connections: each must have been given back
+                    async with client.stream("GET", "/notes/") as response:
+                        assert response.status_code == 200
+                        await anext(response.aiter_bytes())
+                listed = await client.get("/notes/")
+                assert listed.status_code == 200, listed.text
+                return listed.json()  # type: ignore[no-any-return]
+
+        assert len(asyncio.run(leave_and_list())) == 30_000
+    assert log.read_text() == ""  # asyncpg warns of a connection given back inside the cursor's transaction
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
