@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import re
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
@@ -96,8 +97,16 @@ class Backend:
         dialect.supports_native_decimal = self.native_decimal
         return dialect  # type: ignore[no-any-return]
 
+    def databases_url(self) -> str:
+        """Return the URL as ``databases`` reads it: with one host and port."""
+        return str(self.url)
+
     def options(self) -> dict[str, Any]:
         """Return what ``databases`` hands the driver's ``connect`` besides the URL."""
+        return {}
+
+    def sqlalchemy_query(self) -> dict[str, str]:
+        """Return the options of the URL that SQLAlchemy's engine takes, for ``create_all`` and the migrations."""
         return {}
 
     def refusal(self, exc: Exception) -> RefusedByDatabase | None:
@@ -285,6 +294,7 @@ class PostgresBackend(Backend):
         import asyncpg
 
         self.asyncpg = asyncpg
+        self.hosts = listed_hosts(str(url))
         # asyncpg's InterfaceError includes its DataError for a value it cannot send, which is a ValueError too.
         self.errors = Backend.errors + (asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -301,12 +311,36 @@ class PostgresBackend(Backend):
         dialect.supports_native_decimal = True
         return dialect  # type: ignore[no-any-return]
 
+    def databases_url(self) -> str:
+        # databases reads one host and port; a cluster's hosts go to asyncpg in options().
+        if len(self.hosts) < 2:
+            return str(self.url)
+        parts = urllib.parse.urlsplit(str(self.url))
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        query = [(key, value) for key, value in urllib.parse.parse_qsl(parts.query) if key not in ("host", "port")]
+        netloc = f"{userinfo}{at}{netloc_host(*self.hosts[0])}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=urllib.parse.urlencode(query)))
+
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"reset": keep_session}
         if "statement_cache_size" in self.url.options:
             # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
             options["statement_cache_size"] = int(self.url.options["statement_cache_size"])
+        if len(self.hosts) > 1:  # asyncpg tries them in turn, for a server with the target_session_attrs
+            options["host"] = [host for host, _ in self.hosts]
+            options["port"] = [port or 5432 for _, port in self.hosts]
+        if "target_session_attrs" in self.url.options:
+            options["target_session_attrs"] = self.url.options["target_session_attrs"]
         return options
+
+    def sqlalchemy_query(self) -> dict[str, str]:
+        query = {}
+        if len(self.hosts) > 1:  # SQLAlchemy's asyncpg dialect: host=h1,h2&port=p1,p2
+            query["host"] = ",".join(host for host, _ in self.hosts)
+            query["port"] = ",".join(str(port or 5432) for _, port in self.hosts)
+        if "target_session_attrs" in self.url.options:
+            query["target_session_attrs"] = self.url.options["target_session_attrs"]
+        return query
 
     def refusal(self, exc: Exception) -> RefusedByDatabase | None:
         asyncpg = self.asyncpg
@@ -505,6 +539,38 @@ Described = tuple[Sequence[Sequence[Any]], list[str]]  # rows as the driver give
 def described(cursor: Any) -> list[str]:
     """Return the names of the columns of a DB-API ``cursor``'s rows."""
     return [column[0] for column in cursor.description or ()]
+
+
+def listed_hosts(url: str) -> list[tuple[str, int | None]]:
+    """Return the hosts of a URL with their ports, in libpq's forms: ``user@h1:5432,h2:5433/db``,
+    ``?host=h1:5432&host=h2:5433``, ``?host=h1,h2&port=5432,5433``; an IPv6 address in brackets."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    listed = [host for host in parts.netloc.rpartition("@")[2].split(",") if host]
+    listed += [host for value in query.get("host", []) for host in value.split(",") if host]
+    ports = [port for value in query.get("port", []) for port in value.split(",")]
+    hosts: list[tuple[str, int | None]] = []
+    for index, item in enumerate(listed):
+        found = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d*))?|(?P<host>[^:]*)(?::(?P<port>\d*))?", item)
+        if found is None or (found["v6"] is None and ":" in item.partition(":")[2]):
+            raise ValueError(f"Cannot read the host {item!r} of the database URL")
+        port = found["p6"] or found["port"] or (ports[index] if index < len(ports) else ports[0] if ports else "")
+        hosts.append((urllib.parse.unquote(found["v6"] or found["host"]), int(port) if port else None))
+    return hosts
+
+
+def netloc_host(host: str, port: int | None) -> str:
+    """Return ``host`` and ``port`` as a URL's network location writes them."""
+    written = f"[{host}]" if ":" in host else host
+    return f"{written}:{port}" if port else written
+
+
+def without_password(url: str) -> str:
+    """Return ``url`` with its password, if any, as ``********``, whatever its hosts."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:********@{hosts}")) if colon else url
 
 
 def beyond_64_bits(names: list[str], args: Any) -> str | None:

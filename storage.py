@@ -16,8 +16,8 @@ notes, and long lists streamed.
   for each note. A list read while a group commits may show the group's notes a moment before their creators hear
   back;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
-- ``iterate_pages`` streams any select a page at a time from one cursor, in the order ``fetch_all`` gives, so that a
-  long list never sits in memory at once;
+- ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
+  cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
 - a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
   ``ParameterNotStorable`` (a 422 at the parameter it came from);
 - ``create_all`` is SQLAlchemy's ``metadata.create_all``, run on the app's own driver.
@@ -54,7 +54,15 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.ddl import DDLElement
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
-from backends import BACKENDS, Backend, DatabaseError, Described, ParameterNotStorable, RefusedByDatabase
+from backends import (
+    BACKENDS,
+    Backend,
+    DatabaseError,
+    Described,
+    ParameterNotStorable,
+    RefusedByDatabase,
+    without_password,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -80,7 +88,7 @@ class Database(databases.Database):
         if backend is None or database_url.driver not in ("", backend.driver):
             raise ValueError(f"{database_url.scheme}:// is not supported: use sqlite://, postgresql:// or mysql://")
         self.backend = backend(database_url, timeout)
-        super().__init__(url, **{**self.backend.options(), **options})
+        super().__init__(self.backend.databases_url(), **{**self.backend.options(), **options})
         self.timeout = timeout
         self.shared: Connection | None = None
         self.group_commit: GroupCommit[Any] | None = None
@@ -104,7 +112,7 @@ class Database(databases.Database):
                 async with self.connection() as connection:
                     await self.backend.setup(connection)
         except DatabaseError as exc:
-            logger.critical("Cannot use the database at %s: %s", self.url.obscure_password, exc)
+            logger.critical("Cannot use the database at %s: %s", without_password(str(self.backend.url)), exc)
             raise
 
     async def disconnect(self) -> None:
@@ -278,7 +286,11 @@ class Database(databases.Database):
 
     def sqlalchemy_url(self, driver: str) -> sqlalchemy.URL:
         """Return this database's URL for SQLAlchemy's own engine on ``driver``, without ``databases``' options."""
-        return sqlalchemy.make_url(str(self.url)).set(drivername=f"{self.backend.name}+{driver}", query={})
+        url = sqlalchemy.make_url(str(self.url))
+        query = self.backend.sqlalchemy_query()
+        if "host" in query:  # the hosts of a cluster, as SQLAlchemy takes them
+            url = url.set(host=None, port=None)
+        return url.set(drivername=f"{self.backend.name}+{driver}", query=query)
 
     def async_engine(self) -> AsyncEngine:
         """Return SQLAlchemy's async engine on this database, through the app's own driver (for the migrations)."""

@@ -166,14 +166,14 @@ def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> 
     metadata = sqlalchemy.MetaData()
     table = sqlalchemy.Table("listed", metadata, sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True))
     ordered = table.select().order_by(table.c.id.desc())
-    queries = [
-        pytest.param(table.select(), id="no limit"),
-        pytest.param(ordered, id="ordered"),
-        pytest.param(ordered.limit(3), id="limit of a page"),
-        pytest.param(ordered.limit(4), id="limit over a page"),
-        pytest.param(ordered.offset(1), id="offset"),
-        pytest.param(ordered.offset(1).limit(2), id="offset and limit"),
-    ]
+    queries = {
+        "no limit": table.select(),
+        "ordered": ordered,
+        "limit of a page": ordered.limit(3),
+        "limit over a page": ordered.limit(4),
+        "offset": ordered.offset(1),
+        "offset and limit": ordered.offset(1).limit(2),
+    }
 
     async def listed() -> None:
         database = Database(database_url)
@@ -182,13 +182,12 @@ def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> 
         try:
             await database.create_all(metadata)
             await database.execute_many(table.insert(), [{"id": index} for index in range(1, count + 1)])
-            for param in queries:
-                (query,) = param.values
+            for name, query in queries.items():
                 expected = [record._asdict() for record in await database.fetch_all(query)]
                 pages = [page async for page in database.iterate_pages(query)]
-                assert [row for page in pages for row in page] == expected, param.id
-                assert [len(page) for page in pages[:-1]] == [3] * (len(pages) - 1), param.id
-                assert [record._asdict() async for record in database.iterate(query)] == expected, param.id
+                assert [row for page in pages for row in page] == expected, name
+                assert [len(page) for page in pages[:-1]] == [3] * (len(pages) - 1), name
+                assert [record._asdict() async for record in database.iterate(query)] == expected, name
         finally:
             await database.disconnect()
 
