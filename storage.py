@@ -32,8 +32,8 @@ import contextlib
 import logging
 from collections.abc import (
     AsyncGenerator,
-    Awaitable,
     Callable,
+    Coroutine,
     Iterator,
     KeysView,
     Mapping,
@@ -640,7 +640,7 @@ class GroupCommit(Generic[Item]):
     committed again one item at a time: only the items at fault fail.
     """
 
-    def __init__(self, commit: Callable[[list[Item]], Awaitable[list[Any]]]) -> None:
+    def __init__(self, commit: Callable[[list[Item]], Coroutine[Any, Any, list[Any]]]) -> None:
         self.commit = commit
         self.queue: asyncio.Queue[tuple[Item, asyncio.Future[Any]]] = asyncio.Queue()
         self.task = asyncio.create_task(self.run())
@@ -661,7 +661,9 @@ class GroupCommit(Generic[Item]):
 
     async def commit_group(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         try:
-            results = await self.commit([item for item, _ in group])
+            # A task for each group: databases keeps a connection for each task, and one whose release failed (a
+            # server gone, a deadline passed) stays marked as acquired for as long as its task lives.
+            results: list[Any] = await asyncio.create_task(self.commit([item for item, _ in group]))
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, DatabaseError):
                 for waiting in group:

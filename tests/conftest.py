@@ -27,7 +27,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def pgbouncers() -> Iterator[dict[str, int]]:
     """Yield the ports of two PgBouncers in front of ``POSTGRES_URL``, by pool mode: transaction and session."""
     with pgbouncer("transaction") as transaction, pgbouncer("session") as session:
-        yield {"transaction": transaction, "session": session}
+        yield {"transaction": transaction.port, "session": session.port}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -42,6 +43,7 @@ pool_mode = {pool_mode}
 max_client_conn = 1000
 default_pool_size = 50
 unix_socket_dir =
+{settings}
 """
 ROOT = Path(__file__).parent.parent
 THROWAWAY_SEEDS = [  # the notes both throwaway apps start with
@@ -116,31 +118,139 @@ def new_database(backend: str, directory: Path, pgbouncer_port: int | None = Non
             mysql_admin(f"DROP DATABASE {name}")
 
 
+class PgBouncer(NamedTuple):
+    port: int
+    ini: Path
+    process: subprocess.Popen[bytes]
+    pool_mode: str
+    settings: str
+
+    def point_at(self, server: str) -> None:
+        """Send PgBouncer's clients to ``server`` from now on, as an HA manager does after a failover."""
+        url = DatabaseURL(server)
+        values = {
+            "host": url.hostname,
+            "port": url.port or 5432,
+            "listen_port": self.port,
+            "directory": self.ini.parent,
+        }
+        self.ini.write_text(PGBOUNCER_INI.format(pool_mode=self.pool_mode, settings=self.settings, **values))
+        self.process.send_signal(signal.SIGHUP)  # PgBouncer reads its ini file again
+
+
 @contextlib.contextmanager
-def pgbouncer(pool_mode: str) -> Iterator[int]:
-    """Run Debian's PgBouncer in ``pool_mode`` in front of ``POSTGRES_URL``, and yield its port; stop it afterwards."""
+def pgbouncer(pool_mode: str, server: str = POSTGRES_URL, settings: str = "") -> Iterator[PgBouncer]:
+    """Run Debian's PgBouncer in ``pool_mode`` in front of ``server``, with more ``settings`` for its ini file, and
+    yield it; stop it afterwards."""
     executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(executable):
         message = "no pgbouncer: install Debian's pgbouncer package (.ci/run does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    url = DatabaseURL(POSTGRES_URL)
+    url = DatabaseURL(server)
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         os.chmod(directory, 0o755)  # PgBouncer will not run as root: it reads its files as the postgres user.
         ini = Path(directory, "pgbouncer.ini")
-        settings = {"host": url.hostname, "port": url.port or 5432, "listen_port": port, "directory": directory}
-        ini.write_text(PGBOUNCER_INI.format(pool_mode=pool_mode, **settings))
+        values = {"host": url.hostname, "port": url.port or 5432, "listen_port": port, "directory": directory}
+        ini.write_text(PGBOUNCER_INI.format(pool_mode=pool_mode, settings=settings, **values))
         Path(directory, "users.txt").write_text(f'"{url.username}" ""\n')
         user = ["-u", "postgres"] if os.geteuid() == 0 else []
         process = subprocess.Popen([executable, *user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(port, process)
-            yield port
+            yield PgBouncer(port, ini, process, pool_mode, settings)
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Cluster:
+    """A PostgreSQL primary and its streaming standby, from PostgreSQL 15's own binaries, in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ports = {"primary": free_port(), "standby": free_port()}
+
+    def url(self, node: str, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports[node]}/{database}"
+
+    def run(self, *command: str) -> None:
+        """Run one of PostgreSQL's binaries as the ``postgres`` user (they refuse root)."""
+        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*user, str(POSTGRES_BIN / command[0]), *command[1:]], check=True, capture_output=True)
+
+    def start(self, node: str) -> None:
+        data = self.directory / node
+        options = f"-p {self.ports[node]} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory}"
+        self.run("pg_ctl", "-D", str(data), "-o", options, "-l", f"{data}.log", "-w", "start")
+
+    async def sql(self, node: str, statement: str, database: str = "postgres") -> Any:
+        connection = await asyncpg.connect(self.url(node, database))
+        try:
+            return await connection.fetchval(statement)
+        finally:
+            await connection.close()
+
+    def kill(self, node: str) -> None:
+        """Kill the server of ``node`` and its processes at once, as a machine that dies."""
+        pid = int((self.directory / node / "postmaster.pid").read_text().split()[0])
+        subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
+        os.kill(pid, 9)
+
+    def promote(self, node: str) -> None:
+        self.run("pg_ctl", "-D", str(self.directory / node), "-w", "promote")
+
+    def stop(self) -> None:
+        for node in self.ports:
+            if (self.directory / node / "postmaster.pid").exists():
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    self.run("pg_ctl", "-D", str(self.directory / node), "-m", "immediate", "-w", "stop")
+
+
+@contextlib.contextmanager
+def postgres_cluster(synchronous: bool = True) -> Iterator[Cluster]:
+    """Yield a primary and a standby streaming from it, with a database ``notes`` (synchronous replication once the
+    standby streams, so that no commit waits for a standby that is not there yet); stop both afterwards."""
+    if not (POSTGRES_BIN / "initdb").exists():
+        message = f"no PostgreSQL 15 binaries in {POSTGRES_BIN}: install Debian's postgresql-15"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o777)  # the postgres user writes its clusters here
+        cluster = Cluster(Path(directory))
+        try:
+            primary, standby = (str(cluster.directory / node) for node in ("primary", "standby"))
+            cluster.run("initdb", "-D", primary, "-A", "trust", "-U", "postgres", "--no-sync")
+            cluster.start("primary")
+            port = str(cluster.ports["primary"])
+            cluster.run("pg_basebackup", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-D", standby, "-R")
+            cluster.start("standby")
+            streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            deadline = time.monotonic() + 30
+            while asyncio.run(cluster.sql("primary", streaming)) == 0:
+                assert time.monotonic() < deadline, "the standby did not stream in 30 s"
+                time.sleep(0.05)
+            if synchronous:
+                asyncio.run(cluster.sql("primary", "ALTER SYSTEM SET synchronous_standby_names = '*'"))
+                asyncio.run(cluster.sql("primary", "SELECT pg_reload_conf()"))
+                synced = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+                while asyncio.run(cluster.sql("primary", synced)) == 0:
+                    assert time.monotonic() < deadline, "the standby was not synchronous in 30 s"
+                    time.sleep(0.05)
+            asyncio.run(cluster.sql("primary", "CREATE DATABASE notes"))
+            replayed = "SELECT count(*) FROM pg_database WHERE datname = 'notes'"
+            while asyncio.run(cluster.sql("standby", replayed)) == 0:
+                assert time.monotonic() < deadline, "the standby did not replay CREATE DATABASE in 30 s"
+                time.sleep(0.05)
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

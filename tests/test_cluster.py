@@ -6,9 +6,14 @@ start on the one between, for the app, ``create_all`` and the migrations, with t
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import itertools
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import httpx2 as httpx
@@ -16,7 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from backends import listed_hosts, without_password
-from tests.helpers import ROOT, free_port, load, serve
+from tests.helpers import ROOT, Cluster, PgBouncer, free_port, load, pgbouncer, postgres_cluster, serve
 from tests.test_migrations import alembic
 
 
@@ -122,3 +127,110 @@ def test_uvicorn_serves_on_a_cluster_url(database_url: str) -> None:
         response = httpx.post(f"{server.url}/notes/", json={"text": "over the wire", "completed": True})
         assert response.status_code == 200, response.text
         assert httpx.get(f"{server.url}/notes/").json() == [{"id": 1, "text": "over the wire", "completed": True}]
+
+
+async def post_through_a_failover(
+    base_url: str, cluster: Cluster, bouncer: PgBouncer | None, clients: int = 20
+) -> Failover:
+    """POST notes from ``clients`` at once for 8 s; kill the primary 2 s in and promote the standby a second later
+    (then point ``bouncer`` at it)."""
+    failover = Failover()
+    start = time.monotonic()
+
+    async def client(number: int) -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            for index in itertools.count():
+                began = time.monotonic()
+                if began > start + 8:
+                    return
+                text = f"client {number} note {index}"
+                response = await client.post("/notes/", json={"text": text, "completed": False})
+                failover.answers.append((began, time.monotonic(), response.status_code))
+                if response.status_code == 200:
+                    assert response.json() == {"id": response.json()["id"], "text": text, "completed": False}
+                    failover.acknowledged[response.json()["id"]] = text
+                else:
+                    failover.refused.add(text)
+                    assert response.json() == {"detail": "Database unavailable, try again later"}, response.text
+                    assert response.headers["retry-after"] == "1"
+
+    async def chaos() -> None:
+        await asyncio.sleep(2)
+        failover.killed = time.monotonic()
+        cluster.kill("primary")
+        await asyncio.sleep(1)
+        await asyncio.to_thread(cluster.promote, "standby")
+        if bouncer is not None:
+            bouncer.point_at(cluster.url("standby"))
+
+    await asyncio.gather(chaos(), *(client(number) for number in range(clients)))
+    return failover
+
+
+async def cluster_state(cluster: Cluster) -> tuple[bool, str | None]:
+    """Return whether the standby is still in recovery, and whether the old primary answers."""
+    in_recovery = await cluster.sql("standby", "SELECT pg_is_in_recovery()")
+    try:
+        await cluster.sql("primary", "SELECT 1")
+    except OSError as exc:
+        return in_recovery, None if isinstance(exc, ConnectionRefusedError) else repr(exc)
+    return in_recovery, "the primary answers"
+
+
+class Failover:
+    """What the clients heard through a failover."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, float, int]] = []  # when each request began and ended, and its status
+        self.acknowledged: dict[int, str] = {}
+        self.refused: set[str] = set()
+        self.killed = 0.0
+
+
+@pytest.mark.parametrize("through", ["direct", "pgbouncer-transaction"])
+def test_a_failover_loses_no_acknowledged_note(through: str) -> None:
+    with postgres_cluster() as cluster, contextlib.ExitStack() as stack:
+        nodes = ["primary", "standby"]
+        bouncer = None
+        if through == "direct":
+            hosts = ",".join(f"127.0.0.1:{cluster.ports[node]}" for node in nodes)
+            options = "target_session_attrs=read-write"
+        else:
+            # One PgBouncer in front, pointed at the new primary once it is promoted, as an HA manager's callback
+            # does; a client waits for a server at most a second.
+            settings = "query_wait_timeout = 1\nserver_connect_timeout = 1\nserver_login_retry = 1"
+            bouncer = stack.enter_context(pgbouncer("transaction", cluster.url("primary"), settings))
+            hosts, options = f"127.0.0.1:{bouncer.port}", "statement_cache_size=0"
+        url = f"postgresql://postgres@{hosts}/notes?{options}"
+        with serve("notes_app:app", {"DATABASE_URL": url, "DATABASE_TIMEOUT": "2"}) as server:
+            failover = asyncio.run(post_through_a_failover(server.url, cluster, bouncer))
+            listed = httpx.get(f"{server.url}/notes/", timeout=30)
+        assert listed.status_code == 200, listed.text
+        state = asyncio.run(cluster_state(cluster))
+
+    statuses = collections.Counter(status for _, _, status in failover.answers)
+    assert set(statuses) <= {200, 503}, statuses  # PgBouncer may hold the requests until it has a server again
+    assert state == (False, None)  # the standby took over, the primary is gone
+    assert max(ended - began for began, ended, _ in failover.answers) < 2 + 2  # DATABASE_TIMEOUT + 2 s
+    back = min(ended for began, ended, status in failover.answers if began > failover.killed and status == 200)
+    assert back - failover.killed < 5
+    notes = {note["id"]: note["text"] for note in listed.json()}
+    assert {key: notes.get(key) for key in failover.acknowledged} == failover.acknowledged  # none lost
+    # A note answered 503 may be stored (its commit reached the standby, its answer was lost): no other is.
+    assert set(notes.values()) - set(failover.acknowledged.values()) <= failover.refused
+    assert [note["id"] for note in listed.json()] == sorted(notes)
+
+
+def test_a_write_reaching_a_read_only_standby_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    with postgres_cluster(synchronous=False) as cluster:
+        primary = load("notes_app", "DATABASE_URL", cluster.url("primary", "notes"), monkeypatch)
+        with TestClient(primary.app):  # the table, made on the primary, streamed to the standby
+            pass
+        while asyncio.run(cluster.sql("standby", "SELECT to_regclass('notes') IS NULL", "notes")):
+            time.sleep(0.05)
+        app = load("notes_app", "DATABASE_URL", cluster.url("standby", "notes"), monkeypatch)
+        with TestClient(app.app, raise_server_exceptions=False) as client:
+            response = client.post("/notes/", json={"text": "to a standby", "completed": False})
+            assert response.status_code == 503, response.text
+            assert response.json() == {"detail": "Database unavailable, try again later"}
+            assert client.get("/notes/").json() == []
