@@ -373,7 +373,7 @@ def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> Cl
 def at_most(query: ClauseElement | str, rows: int) -> ClauseElement | None:
     """Return the select that reads all of ``query``'s rows at once if it has at most ``rows``: ``query`` itself where
     its own LIMIT is at most ``rows``, else limited to one row more, which gives more than ``rows`` only if ``query``
-    does; ``None`` for a select with an OFFSET or a larger LIMIT of its own, or anything but a select.
+    does; ``None`` for a larger LIMIT, an OFFSET without a LIMIT, a FETCH, or anything but a select.
 
     SQLAlchemy has no public name for a select's limit and offset: its compiler reads these same attributes.
     """
