@@ -189,6 +189,17 @@ class Backend:
     async def close(self) -> None:
         """Close what the backend opened besides ``databases``' connections."""
 
+    def terminate(self, backend: databases.interfaces.DatabaseBackend) -> None:
+        """Close at once the connections of ``databases``' ``backend``, in use or not.
+
+        ``databases`` has no public name for its pool: its backends for asyncpg and aiomysql keep it as ``_pool``, and
+        both pools have ``terminate()``.
+        """
+        pool = getattr(backend, "_pool", None)
+        if pool is not None:
+            pool.terminate()
+            backend._pool = None  # type: ignore[attr-defined]
+
     def refused_parameter(self, exc: Exception, names: list[str], args: Any) -> str | None:
         """Return the name of the parameter that ``exc`` says the driver or the database could not take, or
         ``None``: an integer over 64 bits, or one over its PostgreSQL type's range."""
@@ -326,21 +337,24 @@ class PostgresBackend(Backend):
         if "statement_cache_size" in self.url.options:
             # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
             options["statement_cache_size"] = int(self.url.options["statement_cache_size"])
-        if len(self.hosts) > 1:  # asyncpg tries them in turn, for a server with the target_session_attrs
-            options["host"] = [host for host, _ in self.hosts]
-            options["port"] = [port or 5432 for _, port in self.hosts]
-        if "target_session_attrs" in self.url.options:
-            options["target_session_attrs"] = self.url.options["target_session_attrs"]
-        return options
+        return {**options, **self.cluster()}  # asyncpg tries the hosts in turn, for one with the target_session_attrs
 
     def sqlalchemy_query(self) -> dict[str, str]:
-        query = {}
-        if len(self.hosts) > 1:  # SQLAlchemy's asyncpg dialect: host=h1,h2&port=p1,p2
-            query["host"] = ",".join(host for host, _ in self.hosts)
-            query["port"] = ",".join(str(port or 5432) for _, port in self.hosts)
+        # SQLAlchemy's asyncpg dialect takes a cluster's hosts as host=h1,h2&port=p1,p2.
+        return {
+            name: ",".join(map(str, value)) if isinstance(value, list) else value
+            for name, value in self.cluster().items()
+        }
+
+    def cluster(self) -> dict[str, Any]:
+        """Return a cluster's hosts and ports, as lists, and its ``target_session_attrs``, where the URL has them."""
+        cluster: dict[str, Any] = {}
+        if len(self.hosts) > 1:
+            cluster["host"] = [host for host, _ in self.hosts]
+            cluster["port"] = [port or 5432 for _, port in self.hosts]
         if "target_session_attrs" in self.url.options:
-            query["target_session_attrs"] = self.url.options["target_session_attrs"]
-        return query
+            cluster["target_session_attrs"] = self.url.options["target_session_attrs"]
+        return cluster
 
     def refusal(self, exc: Exception) -> RefusedByDatabase | None:
         asyncpg = self.asyncpg

@@ -116,14 +116,22 @@ class Database(databases.Database):
             raise
 
     async def disconnect(self) -> None:
-        if self.group_commit is not None:
-            await self.group_commit.stop()
-            self.group_commit = None
-        if self.shared is not None:
-            await self.shared.__aexit__()
-            self.shared = None
-        await self.backend.close()
-        await super().disconnect()
+        """Close the connections within ``timeout`` seconds: past it, those still in use (a release that waits on a
+        server gone) are closed at once, so that a server that does not answer never holds up a shutdown."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self.group_commit is not None:
+                    await self.group_commit.stop()
+                    self.group_commit = None
+                if self.shared is not None:
+                    await self.shared.__aexit__()
+                    self.shared = None
+                await self.backend.close()
+                await super().disconnect()
+        except TimeoutError:
+            logger.warning("Connections still in use after %g s: closed at once", self.timeout)
+            self.backend.terminate(self._backend)
+            self.is_connected = False
 
     def connection(self) -> Connection:
         return self.shared or super().connection()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -234,3 +235,34 @@ def test_a_write_reaching_a_read_only_standby_is_a_503(monkeypatch: pytest.Monke
             assert response.status_code == 503, response.text
             assert response.json() == {"detail": "Database unavailable, try again later"}
             assert client.get("/notes/").json() == []
+
+
+def test_a_shutdown_waits_no_longer_than_its_deadline_for_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    # PgBouncer holds the port's connections while it has no server: their release never completes.
+    log = tmp_path / "stderr"
+    with postgres_cluster(synchronous=False) as cluster, pgbouncer("transaction", cluster.url("primary")) as bouncer:
+        url = f"postgresql://postgres@127.0.0.1:{bouncer.port}/notes?statement_cache_size=0"
+        environment = {"DATABASE_URL": url, "DATABASE_TIMEOUT": "2"}
+        with log.open("w") as stderr, serve("notes_app:app", environment, stderr=stderr) as server:
+            response = httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True})
+            assert response.status_code == 200, response.text
+            cluster.kill("primary")
+
+            async def post_then_stop() -> tuple[list[int], float]:
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                    note = {"text": "while the server is gone", "completed": True}
+                    posts = [asyncio.create_task(client.post("/notes/", json=note)) for _ in range(10)]
+                    await asyncio.sleep(1)
+                    server.process.terminate()
+                    stopping = time.monotonic()
+                    statuses = [response.status_code for response in await asyncio.gather(*posts)]
+                    while server.process.poll() is None and time.monotonic() - stopping < 30:
+                        await asyncio.sleep(0.05)
+                    return statuses, time.monotonic() - stopping
+
+            statuses, stopped_in = asyncio.run(post_then_stop())
+    logged = log.read_text()
+    assert statuses == [503] * 10
+    assert stopped_in < 2 + 2 + 2, logged  # the requests' deadline, then the connections'
+    assert "Connections still in use after 2 s: closed at once" in logged
+    assert "Traceback" not in logged
