@@ -1,0 +1,267 @@
+"""Every statement compiled once per shape, bound and read as ``databases`` binds and reads it, run by the driver.
+
+``CompiledCache`` keys a statement as SQLAlchemy's engine keys its compiled cache (its cache key, and the values
+extracted with it), so that a statement of the same shape with other values is not compiled again. A ``Statement``
+holds the SQL as the backend's driver takes it, its parameters' bind processors and the readers of its rows; each
+value goes through its type's processors for ``databases``' dialect, so that it is the value ``databases`` would
+bind or give. ``Record`` answers as ``databases``' records do. ``storage.py``'s ``Database`` runs what this prepares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from typing import Any, NamedTuple
+
+import databases
+import sqlalchemy
+from sqlalchemy.sql import ClauseElement, operators
+from sqlalchemy.sql.cache_key import CacheKey
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
+
+from backends import Backend
+
+
+class CompiledCache:
+    """Statements compiled once for each shape, as SQLAlchemy's engine caches them: keyed by the statement's cache key,
+    each run with the values extracted with that key, bound and read as ``databases`` binds and reads them."""
+
+    size = 500  # statements kept, as SQLAlchemy's engine keeps by default
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.statements: dict[Any, Statement] = {}
+
+    def prepare(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Prepared:
+        """Return ``query`` with ``values`` as ``databases`` would run them, the SQL compiled at most once."""
+        query = build_query(query, values)
+        key = cache_key(query)
+        statement = self.statements.get(key.key) if key is not None else None
+        if statement is not None:
+            assert key is not None
+            return statement.prepare(statement.compiled.construct_params(key.params, key.bindparams))
+        compiled = query.compile(dialect=self.backend.dialect, cache_key=key)
+        assert isinstance(compiled, SQLCompiler)
+        statement = Statement(compiled, self.backend)
+        if key is not None:
+            if len(self.statements) >= self.size:
+                del self.statements[next(iter(self.statements))]
+            self.statements[key.key] = statement
+        return statement.prepare(compiled.construct_params())
+
+
+def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> ClauseElement:
+    """Return ``query`` with ``values``, as ``databases`` builds it: ``text()`` with them bound, or ``.values()``."""
+    if isinstance(query, str):
+        return sqlalchemy.text(query).bindparams(**values) if values is not None else sqlalchemy.text(query)
+    if values:
+        return query.values(**values)  # type: ignore[attr-defined, no-any-return]
+    return query
+
+
+def at_most(query: ClauseElement | str, rows: int) -> ClauseElement | None:
+    """Return the select that reads all of ``query``'s rows at once if it has at most ``rows``: ``query`` itself where
+    its own LIMIT is at most ``rows``, else limited to one row more, which gives more than ``rows`` only if ``query``
+    does; ``None`` for a larger LIMIT, an OFFSET without a LIMIT, a FETCH, or anything but a select.
+
+    SQLAlchemy has no public name for a select's limit and offset: its compiler reads these same attributes.
+    """
+    if not isinstance(query, sqlalchemy.GenerativeSelect):
+        return None
+    if not query._has_row_limiting_clause:
+        return query.limit(rows + 1)
+    limit = query._limit_clause
+    if limit is not None and query._simple_int_clause(limit) and query._limit is not None and query._limit <= rows:
+        return query if query._fetch_clause is None else None
+    return None
+
+
+def cache_key(query: ClauseElement) -> CacheKey | None:
+    """Return the key SQLAlchemy's engine caches ``query``'s compiled form under, ``None`` if it is not cacheable.
+
+    SQLAlchemy has no public name for it: its engine's own ``_compile_w_cache`` makes the same call.
+    """
+    return query._generate_cache_key()
+
+
+class Statement:
+    """A statement compiled for ``databases``' dialect: its SQL as the driver takes it, what binds its parameters,
+    and what reads its rows into the values ``databases`` gives."""
+
+    def __init__(self, compiled: SQLCompiler, backend: Backend) -> None:
+        self.compiled = compiled
+        self.backend = backend
+        dialect = backend.dialect
+        escaped = compiled.escaped_bind_names
+        binds = {bind: escaped.get(name, name) for bind, name in compiled.bind_names.items()}
+        self.binds = binds
+        self.processors = {}
+        for bind, name in binds.items():
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None:
+                self.processors[name] = process
+        self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
+        self.sql, self.names = backend.driver_sql(compiled.string, compiled.positiontup, dict.fromkeys(binds.values()))
+        self.is_insert = compiled.isinsert or (
+            isinstance(compiled.statement, sqlalchemy.TextClause)
+            and compiled.string.lstrip().upper().startswith(("INSERT", "REPLACE"))
+        )
+        columns = result_columns(compiled)
+        self.columns = columns
+        self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}
+        if columns:
+            names = tuple(name for name, _, _ in columns)
+            processors = {i: backend.result_processor(type_) for i, (_, type_, _) in enumerate(columns)}
+            keys = RecordKeys(names, {label: name for name, _, labels in columns for label in labels})
+            self.readers[names] = row_reader(list(names), processors), keys
+
+    def prepare(self, params: Mapping[str, Any]) -> Prepared:
+        """Return the statement with ``params``, bound as the driver takes them."""
+        sql, names = self.sql, self.names
+        processors: Mapping[str, Callable[[Any], Any]] = self.processors
+        if self.expanding:  # an IN list: the SQL has a parameter for each item
+            expanded = self.compiled.construct_expanded_state(params)
+            sql, names = self.backend.driver_sql(expanded.statement, expanded.positiontup, expanded.parameters)
+            # The expanded state's processors are its items' only.
+            params, processors = expanded.parameters, {**processors, **expanded.processors}
+        values = [processors[name](params[name]) if name in processors else params[name] for name in names]
+        return Prepared(self, sql, names, self.backend.arguments(names, values), params)
+
+    def reader(self, names: Sequence[str]) -> tuple[RowReader, RecordKeys]:
+        """Return what reads rows whose columns have ``names`` (as the driver describes them) into dicts, and their
+        records' keys: values processed by their types where the statement types its columns (``text()`` does
+        not)."""
+        if len(self.readers) == 1 and self.columns:
+            return next(iter(self.readers.values()))
+        key = tuple(names)
+        if key not in self.readers:
+            self.readers[key] = row_reader(list(key), {}), RecordKeys(key, {})
+        return self.readers[key]
+
+    def compares_for_equality(self, name: str) -> bool:
+        """Whether the parameter ``name`` is compared for equality with a column, in the ``AND`` of the statement's
+        ``WHERE``: a value the column cannot hold then matches no row."""
+        keys = {bind.key for bind, bound in self.binds.items() if bound == name}
+        for clause in conjuncts(getattr(self.compiled.statement, "whereclause", None)):
+            if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
+                sides = (clause.left, clause.right)
+                if any(isinstance(side, BindParameter) and side.key in keys for side in sides):
+                    return any(isinstance(side, sqlalchemy.ColumnClause) for side in sides)
+        return False
+
+    def column_of(self, name: str) -> str | None:
+        """Return the column the parameter ``name`` gives a value for, in an ``INSERT`` or ``UPDATE``."""
+        table = getattr(self.compiled.statement, "table", None)
+        if (self.compiled.isinsert or self.compiled.isupdate) and table is not None and name in table.c:
+            return name
+        return None
+
+
+class Prepared(NamedTuple):
+    """A statement ready to run: its SQL, its parameters' names in the driver's order, and the driver's arguments."""
+
+    statement: Statement
+    sql: str
+    names: list[str]
+    args: Any
+    params: Mapping[str, Any]  # the values as given, by name
+
+    async def execute(self, driver: Any) -> Any:
+        """Run the statement on the ``driver``'s connection; return what ``databases``' ``execute`` returns."""
+        return await self.statement.backend.execute(driver, self.sql, self.args, self.statement.is_insert)
+
+    def dicts(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+        read_row, _ = self.statement.reader(names)
+        return list(map(read_row, rows))
+
+    def records(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[Record]:
+        read_row, keys = self.statement.reader(names)
+        return [Record(read_row(row), keys) for row in rows]
+
+
+class RecordKeys(NamedTuple):
+    names: tuple[str, ...]  # the columns in order
+    labels: dict[str, str]  # a column's name as ``str(column)`` gives it ("notes.id"), to its key
+
+
+class Record(databases.interfaces.Record):
+    """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute;
+    ``_mapping`` holds the same values (``databases``' on PostgreSQL holds asyncpg's, JSON as its text)."""
+
+    __slots__ = ("_values", "_keys")
+
+    def __init__(self, values: dict[str, Any], keys: RecordKeys) -> None:
+        self._values = values
+        self._keys = keys
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return self._values
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._values[key]
+        if isinstance(key, int):
+            return self._values[self._keys.names[key]]
+        if isinstance(key, slice):
+            return [self._values[name] for name in self._keys.names[key]]
+        return self._values[self._keys.labels.get(str(key), getattr(key, "key", key))]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> KeysView[str]:
+        return self._values.keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._values.values()
+
+    def _asdict(self) -> dict[str, Any]:
+        return self._values
+
+    def __repr__(self) -> str:
+        return f"Record({self._values!r})"
+
+
+def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any, list[str]]]:
+    """Return the columns of ``compiled``'s rows: each one's key, type and the names ``str(column)`` gives its
+    ``Column``s, as ``databases``' ``create_column_maps`` reads them from SQLAlchemy's compiler."""
+    columns = []
+    for key, _, objects, type_ in compiled._result_columns:
+        labels = [str(item) for item in objects if isinstance(item, sqlalchemy.ColumnElement)]
+        columns.append((key, type_, labels))
+    return columns
+
+
+def conjuncts(clause: Any) -> Iterator[Any]:
+    """Yield the terms of ``clause`` joined by ``AND``, or ``clause`` itself."""
+    if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+        for term in clause.clauses:
+            yield from conjuncts(term)
+    elif clause is not None:
+        yield clause
+
+
+def row_reader(names: list[str], processors: dict[int, Callable[[Any], Any] | None]) -> RowReader:
+    """Return the function that turns a row, as the driver gives it, into a dict of ``names``, each value through
+    its column's result processor where ``processors`` has one.
+
+    It is written out as a dict display, as ``dataclasses`` writes the ``__init__`` of a class: for a long list, a
+    dict display takes much less time per row than ``dict(zip(names, row))``.
+    """
+    values = [f"process_{i}(row[{i}])" if processors.get(i) else f"row[{i}]" for i in range(len(names))]
+    display = ", ".join(f"{name!r}: {value}" for name, value in zip(names, values))
+    namespace = {f"process_{i}": process for i, process in processors.items() if process}
+    reader: RowReader = eval(f"lambda row: {{{display}}}", namespace)
+    return reader
+
+
+RowReader = Callable[[Sequence[Any]], dict[str, Any]]  # a row as the driver gives it, to the dict of its values
