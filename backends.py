@@ -181,9 +181,9 @@ class Backend:
         number of rows changed (PostgreSQL: the first value of the first row, if any)."""
         raise NotImplementedError
 
-    def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
-        """Yield the rows of ``sql`` ``size`` at a time, with the names of their columns, read from one cursor: the
-        rows of one snapshot, in the order the database gives them, however many."""
+    def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        """Yield the rows of ``sql`` ``size`` at a time, with the names of their columns, read from one cursor on the
+        ``driver``'s connection: the rows of one snapshot, in the order the database gives them, however many."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -210,6 +210,15 @@ class Backend:
     def async_engine_options(self) -> dict[str, Any]:
         """Return the options of SQLAlchemy's async engine on this database."""
         return {}
+
+    async def open_replica(self, url: str) -> Any:
+        """Return a pool of connections to the read replica at ``url`` (one host), each opened when first needed."""
+        raise ValueError(f"{self.name} has no read replicas here: DATABASE_REPLICA_URL is for PostgreSQL")
+
+    async def position(self, driver: Any) -> int:
+        """Return how far in the primary's log the server of ``driver`` is: on the primary, the end of what it has
+        committed; on a replica, the end of what it has replayed."""
+        raise NotImplementedError
 
 
 class SQLiteBackend(Backend):
@@ -259,11 +268,11 @@ class SQLiteBackend(Backend):
         async with driver.execute(sql, args) as cursor:
             return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
 
-    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+    async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
         # another process has written: a long list is read on a connection of its own.
         own = self.url.database not in ("", ":memory:")  # a database in memory lives in the shared connection only
-        reader = await self.reader() if own else connection.raw_connection
+        reader = await self.reader() if own else driver
         try:
             async with reader.execute(sql, args) as cursor:
                 while rows := await cursor.fetchmany(size):
@@ -324,13 +333,7 @@ class PostgresBackend(Backend):
 
     def databases_url(self) -> str:
         # databases reads one host and port; a cluster's hosts go to asyncpg in options().
-        if len(self.hosts) < 2:
-            return str(self.url)
-        parts = urllib.parse.urlsplit(str(self.url))
-        userinfo, at, _ = parts.netloc.rpartition("@")
-        query = [(key, value) for key, value in urllib.parse.parse_qsl(parts.query) if key not in ("host", "port")]
-        netloc = f"{userinfo}{at}{netloc_host(*self.hosts[0])}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=urllib.parse.urlencode(query)))
+        return str(self.url) if len(self.hosts) < 2 else with_host(str(self.url), *self.hosts[0])
 
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"reset": keep_session}
@@ -448,8 +451,7 @@ class PostgresBackend(Backend):
     async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
         return await driver.fetchval(sql, *args)
 
-    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
-        driver = connection.raw_connection
+    async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         async with driver.transaction():  # asyncpg's cursors live in a transaction
             cursor = await driver.cursor(sql, *args)
             while rows := await cursor.fetch(size):
@@ -464,6 +466,30 @@ class PostgresBackend(Backend):
         if found and isinstance(exc, (self.asyncpg.DataError, self.asyncpg.InterfaceError)):
             return names[int(found[1]) - 1]
         return super().refused_parameter(exc, names, args)
+
+    async def open_replica(self, url: str) -> Any:
+        replica = databases.DatabaseURL(url)
+        options: dict[str, Any] = {"reset": keep_session, "min_size": 0}
+        for name in ("max_size", "statement_cache_size"):
+            if name in replica.options:
+                options[name] = int(replica.options[name])
+        return await self.asyncpg.create_pool(
+            host=replica.hostname,
+            port=replica.port,
+            user=replica.username,
+            password=replica.password,
+            database=replica.database,
+            **options,
+        )
+
+    async def position(self, driver: Any) -> int:
+        # The end of the WAL flushed on the primary, past every commit it acknowledged; a standby promoted since is a
+        # primary.
+        position: int = await driver.fetchval(
+            "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+            "ELSE pg_current_wal_flush_lsn() END, '0/0')::bigint"
+        )
+        return position
 
     def async_engine_options(self) -> dict[str, Any]:
         # Statements named anew, so that PgBouncer's transaction mode never finds a name another client prepared.
@@ -526,10 +552,10 @@ class MySQLBackend(Backend):
             await cursor.execute(sql, args)
             return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
 
-    async def stream(self, connection: Connection, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+    async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         import aiomysql
 
-        async with connection.raw_connection.cursor(aiomysql.SSCursor) as cursor:  # rows read as they are taken
+        async with driver.cursor(aiomysql.SSCursor) as cursor:  # rows read as they are taken
             await cursor.execute(sql, args)
             while rows := await cursor.fetchmany(size):
                 yield rows, described(cursor)
@@ -571,6 +597,15 @@ def listed_hosts(url: str) -> list[tuple[str, int | None]]:
         port = found["p6"] or found["port"] or (ports[index] if index < len(ports) else ports[0] if ports else "")
         hosts.append((urllib.parse.unquote(found["v6"] or found["host"]), int(port) if port else None))
     return hosts
+
+
+def with_host(url: str, host: str, port: int | None) -> str:
+    """Return ``url`` with ``host`` and ``port`` as its only host, whatever its form."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    query = [(key, value) for key, value in urllib.parse.parse_qsl(parts.query) if key not in ("host", "port")]
+    netloc = f"{userinfo}{at}{netloc_host(host, port)}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=urllib.parse.urlencode(query)))
 
 
 def netloc_host(host: str, port: int | None) -> str:

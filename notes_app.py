@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from exception_handlers import exception_handlers
+from replicas import DatabaseSelector
 from routing import APIRoute, LimitRequestBody, serialize_response, stream_response, validate_request
 from schema import docs_routes
 from storage import Database, storable_in
@@ -32,8 +33,15 @@ config = Config(".env" if os.path.exists(".env") else None)
 DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")
 MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
 DATABASE_TIMEOUT = config("DATABASE_TIMEOUT", cast=float, default=10.0)
+DATABASE_REPLICA_URL = config("DATABASE_REPLICA_URL", default=None)  # PostgreSQL's read replicas, for GET requests
+DATABASE_REPLICA_MAX_LAG = config("DATABASE_REPLICA_MAX_LAG", cast=float, default=1.0)
 
-database = Database(DATABASE_URL, timeout=DATABASE_TIMEOUT)
+database = Database(
+    DATABASE_URL,
+    timeout=DATABASE_TIMEOUT,
+    replica_url=DATABASE_REPLICA_URL,
+    replica_max_lag=DATABASE_REPLICA_MAX_LAG,
+)
 
 metadata = sqlalchemy.MetaData()
 
@@ -88,7 +96,7 @@ routes = [
 
 app = Starlette(
     routes=routes + docs_routes(routes, title="Notes", version="0.1.0"),
-    middleware=[Middleware(LimitRequestBody, max_size=MAX_BODY_SIZE)],
+    middleware=[Middleware(LimitRequestBody, max_size=MAX_BODY_SIZE), Middleware(DatabaseSelector)],
     exception_handlers=exception_handlers,
     lifespan=lifespan,
 )

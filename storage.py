@@ -33,6 +33,7 @@ import contextlib
 import logging
 from collections.abc import (
     AsyncGenerator,
+    Awaitable,
     Callable,
     Coroutine,
 )
@@ -56,6 +57,7 @@ from backends import (
     RefusedByDatabase,
     without_password,
 )
+from replicas import Leased, Replicas, reads_from_replicas
 from statements import CompiledCache, Prepared, Record, at_most
 
 if TYPE_CHECKING:
@@ -76,7 +78,15 @@ class Database(databases.Database):
 
     page_size = 1000  # rows per query and per chunk of a streamed list
 
-    def __init__(self, url: str, *, timeout: float = 10.0, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        replica_url: str | None = None,
+        replica_max_lag: float = 1.0,
+        **options: Any,
+    ) -> None:
         database_url = databases.DatabaseURL(url)
         backend = BACKENDS.get(database_url.dialect)
         if backend is None or database_url.driver not in ("", backend.driver):
@@ -87,6 +97,7 @@ class Database(databases.Database):
         self.shared: Connection | None = None
         self.group_commit: GroupCommit[Any] | None = None
         self.statements = CompiledCache(self.backend)
+        self.replicas = Replicas(self.backend, replica_url, replica_max_lag) if replica_url else None
 
     def bounded(self) -> Deadline:
         """Return the context of a database call: within ``timeout`` seconds, failing with a ``DatabaseError``, or a
@@ -105,6 +116,8 @@ class Database(databases.Database):
                     self.group_commit = GroupCommit(self.insert_rows)
                 async with self.connection() as connection:
                     await self.backend.setup(connection)
+                if self.replicas is not None:
+                    await self.replicas.connect()
         except DatabaseError as exc:
             logger.critical("Cannot use the database at %s: %s", without_password(str(self.backend.url)), exc)
             raise
@@ -121,6 +134,8 @@ class Database(databases.Database):
                     await self.shared.__aexit__()
                     self.shared = None
                 await self.backend.close()
+                if self.replicas is not None:
+                    self.replicas.close()
                 await super().disconnect()
         except TimeoutError:
             logger.warning("Connections still in use after %g s: closed at once", self.timeout)
@@ -184,22 +199,48 @@ class Database(databases.Database):
         columns (``text()``), their names; no rows where it compares a column for equality with a value the column
         cannot hold."""
         try:
-            async with self.bounded(), self.connection() as connection:
-                if prepared.statement.columns and not one:
-                    return await self.backend.fetch(connection.raw_connection, prepared.sql, prepared.args), []
-                return await self.backend.fetch_described(connection.raw_connection, prepared.sql, prepared.args, one)
+            async with self.bounded():
+                if (leased := await self.replica()) is not None:
+                    try:
+                        return await self.fetch(leased.driver, prepared, one)
+                    except self.backend.errors as exc:
+                        if self.backend.refusal(exc) is not None:
+                            raise
+                        leased.replica.skip(f"failed: {exc}")  # and the primary reads it
+                    finally:
+                        await leased.release()
+                async with self.connection() as connection:
+                    return await self.fetch(connection.raw_connection, prepared, one)
         except (RefusedByDatabase, DatabaseError) as exc:
             if self.matches_nothing(exc, prepared):
                 return [], []
             raise
 
+    async def fetch(self, driver: Any, prepared: Prepared, one: bool) -> Described:
+        if prepared.statement.columns and not one:
+            return await self.backend.fetch(driver, prepared.sql, prepared.args), []
+        return await self.backend.fetch_described(driver, prepared.sql, prepared.args, one)
+
+    async def replica(self) -> Leased | None:
+        """Return, for a read of a ``GET`` request (``DatabaseSelector``), a replica that has replayed every commit
+        the primary has acknowledged, and a connection to it; ``None`` to read from the primary."""
+        if self.replicas is None or not reads_from_replicas.get():
+            return None
+        async with self.connection() as connection:
+            position = await self.backend.position(connection.raw_connection)
+        return await self.replicas.acquire(position)
+
     async def stream(self, prepared: Prepared) -> AsyncGenerator[Described, None]:
         """Yield the rows of ``prepared`` a page at a time, on one connection, each page within the deadline; a page
         that fails releases the connection within the same deadline."""
-        connection = self.connection()
         async with self.bounded():
-            await connection.__aenter__()
-        pages = self.backend.stream(connection, prepared.sql, prepared.args, self.page_size)
+            if (leased := await self.replica()) is not None:
+                driver, release = leased.driver, leased.release
+            else:
+                connection = self.connection()
+                await connection.__aenter__()
+                driver, release = connection.raw_connection, connection.__aexit__
+        pages = self.backend.stream(driver, prepared.sql, prepared.args, self.page_size)
         done = False
         try:
             while not done:
@@ -212,7 +253,7 @@ class Database(databases.Database):
                                 page = await anext(pages, None)
                             except BaseException:
                                 done = True
-                                await close_stream(pages, connection)
+                                await close_stream(pages, release)
                                 raise
                 except (RefusedByDatabase, DatabaseError) as exc:
                     if self.matches_nothing(exc, prepared):
@@ -224,7 +265,7 @@ class Database(databases.Database):
         finally:
             if not done:
                 async with self.bounded():
-                    await close_stream(pages, connection)
+                    await close_stream(pages, release)
 
     def matches_nothing(self, exc: RefusedByDatabase | DatabaseError, prepared: Prepared, reading: bool = True) -> bool:
         """Whether ``exc`` is a value that a column cannot hold, given for ``reading`` rows where the column equals it,
@@ -335,15 +376,15 @@ class Database(databases.Database):
                 await async_engine.dispose()
 
 
-async def close_stream(pages: AsyncGenerator[Any, None], connection: Connection) -> None:
-    """Close the cursor behind ``pages``, then give back its ``connection``, even where the request is cancelled: a
+async def close_stream(pages: AsyncGenerator[Any, None], release: Callable[[], Awaitable[Any]]) -> None:
+    """Close the cursor behind ``pages``, then ``release`` its connection, even where the request is cancelled: a
     connection given back inside the cursor's transaction would be rolled back by asyncpg's pool, with a warning. The
     caller's deadline still bounds it."""
     with anyio.CancelScope(shield=True):
         try:
             await pages.aclose()
         finally:
-            await connection.__aexit__()
+            await release()
 
 
 class Deadline:

@@ -16,12 +16,14 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
 from backends import listed_hosts, without_password
+from replicas import Replica
 from tests.helpers import ROOT, Cluster, PgBouncer, free_port, load, pgbouncer, postgres_cluster, serve
 from tests.test_migrations import alembic
 
@@ -266,3 +268,57 @@ def test_a_shutdown_waits_no_longer_than_its_deadline_for_a_server_that_does_not
     assert stopped_in < 2 + 2 + 2, logged  # the requests' deadline, then the connections'
     assert "Connections still in use after 2 s: closed at once" in logged
     assert "Traceback" not in logged
+
+
+def replica_app(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, max_lag: str = "1") -> Any:
+    """Return the app on the cluster's primary, reading from its standby."""
+    monkeypatch.setenv("DATABASE_REPLICA_URL", cluster.url("standby", "notes"))
+    monkeypatch.setenv("DATABASE_REPLICA_MAX_LAG", max_lag)
+    return load("notes_app", "DATABASE_URL", cluster.url("primary", "notes"), monkeypatch)
+
+
+LISTS_READ = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'notes' AND query LIKE 'SELECT notes.id%'"
+
+
+def test_lists_are_read_from_a_replica_and_hold_each_clients_own_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    with postgres_cluster(synchronous=False) as cluster:
+        app = replica_app(cluster, monkeypatch)
+        with TestClient(app.app) as client:
+            listed: list[dict[str, Any]] = []
+            for index in range(50):
+                response = client.post("/notes/", json={"text": f"note {index}", "completed": False})
+                assert response.status_code == 200, response.text
+                listed.append(response.json())
+                response = client.get("/notes/")  # at once: the standby replays asynchronously
+                assert response.status_code == 200, response.text
+                assert response.json() == listed
+            assert asyncio.run(cluster.sql("standby", LISTS_READ, "notes")) > 0
+            assert asyncio.run(cluster.sql("primary", LISTS_READ, "notes")) == 0
+
+
+def test_a_replica_behind_or_down_is_skipped(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(Replica, "retry", 1.0)
+    with postgres_cluster(synchronous=False) as cluster:
+        app = replica_app(cluster, monkeypatch, max_lag="0.5")
+        with TestClient(app.app) as client:
+            assert client.get("/notes/").json() == []
+            asyncio.run(cluster.sql("standby", "ALTER SYSTEM SET recovery_min_apply_delay = '3s'"))
+            asyncio.run(cluster.sql("standby", "SELECT pg_reload_conf()"))
+            response = client.post("/notes/", json={"text": "behind", "completed": False})
+            assert response.status_code == 200, response.text
+            began = time.monotonic()
+            response = client.get("/notes/")
+            assert response.status_code == 200, response.text
+            assert response.json() == [{"id": 1, "text": "behind", "completed": False}]  # from the primary
+            assert 0.5 <= time.monotonic() - began < 1.5  # the replica waited for, then left alone
+            began = time.monotonic()
+            assert client.get("/notes/").json() == [{"id": 1, "text": "behind", "completed": False}]
+            assert time.monotonic() - began < 0.5
+            assert "has not replayed the primary's last commits in 0.5 s" in caplog.text
+
+            cluster.kill("standby")
+            time.sleep(1)  # the replica's retry
+            response = client.get("/notes/")
+            assert response.status_code == 200, response.text
+            assert response.json() == [{"id": 1, "text": "behind", "completed": False}]
+            assert f"the replica at {cluster.url('standby', 'notes')} failed" in caplog.text
