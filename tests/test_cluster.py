@@ -270,9 +270,9 @@ def test_a_shutdown_waits_no_longer_than_its_deadline_for_a_server_that_does_not
     assert "Traceback" not in logged
 
 
-def replica_app(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, max_lag: str = "1") -> Any:
-    """Return the app on the cluster's primary, reading from its standby."""
-    monkeypatch.setenv("DATABASE_REPLICA_URL", cluster.url("standby", "notes"))
+def replica_app(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, max_lag: str = "1", replicas: str = "") -> Any:
+    """Return the app on the cluster's primary, reading from its standby (or from ``replicas``)."""
+    monkeypatch.setenv("DATABASE_REPLICA_URL", replicas or cluster.url("standby", "notes"))
     monkeypatch.setenv("DATABASE_REPLICA_MAX_LAG", max_lag)
     return load("notes_app", "DATABASE_URL", cluster.url("primary", "notes"), monkeypatch)
 
@@ -280,9 +280,14 @@ def replica_app(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, max_lag: str 
 LISTS_READ = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'notes' AND query LIKE 'SELECT notes.id%'"
 
 
-def test_lists_are_read_from_a_replica_and_hold_each_clients_own_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lists_are_read_from_a_replica_and_hold_each_clients_own_writes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     with postgres_cluster(synchronous=False) as cluster:
-        app = replica_app(cluster, monkeypatch)
+        # Two replicas, taken in turn: one with no server, left alone once it fails.
+        dead = f"127.0.0.2:{free_port()}"
+        replicas = f"postgresql://postgres@{dead},127.0.0.1:{cluster.ports['standby']}/notes"
+        app = replica_app(cluster, monkeypatch, replicas=replicas)
         with TestClient(app.app) as client:
             listed: list[dict[str, Any]] = []
             for index in range(50):
@@ -294,6 +299,7 @@ def test_lists_are_read_from_a_replica_and_hold_each_clients_own_writes(monkeypa
                 assert response.json() == listed
             assert asyncio.run(cluster.sql("standby", LISTS_READ, "notes")) > 0
             assert asyncio.run(cluster.sql("primary", LISTS_READ, "notes")) == 0
+    assert caplog.text.count(f"the replica at postgresql://postgres@{dead}/notes failed") == 1
 
 
 def test_a_replica_behind_or_down_is_skipped(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
