@@ -468,18 +468,19 @@ class PostgresBackend(Backend):
         return super().refused_parameter(exc, names, args)
 
     async def open_replica(self, url: str) -> Any:
-        replica = databases.DatabaseURL(url)
-        options: dict[str, Any] = {"reset": keep_session, "min_size": 0}
-        for name in ("max_size", "statement_cache_size"):
-            if name in replica.options:
-                options[name] = int(replica.options[name])
+        from databases.backends.postgres import PostgresBackend as DatabasesBackend
+
+        replica = PostgresBackend(databases.DatabaseURL(url), self.timeout)
+        # The URL's pool options (max_size, ssl) read as databases reads the primary's; no connection opened at
+        # start, so that a replica down does not keep the app from starting.
+        pool_options = DatabasesBackend(replica.url, **replica.options())._get_connection_kwargs()
         return await self.asyncpg.create_pool(
-            host=replica.hostname,
-            port=replica.port,
-            user=replica.username,
-            password=replica.password,
-            database=replica.database,
-            **options,
+            host=replica.url.hostname,
+            port=replica.url.port,
+            user=replica.url.username,
+            password=replica.url.password,
+            database=replica.url.database,
+            **{**pool_options, "min_size": 0},
         )
 
     async def position(self, driver: Any) -> int:

@@ -93,11 +93,10 @@ class Replicas:
     async def acquire(self, position: int) -> Leased | None:
         """Return a replica that has replayed the primary's log up to ``position``, with a connection to it; ``None``
         if none has within ``max_lag`` seconds."""
-        start = next(self.turn)
+        start, now = next(self.turn), asyncio.get_running_loop().time()
         for index in range(len(self.members)):
             replica = self.members[(start + index) % len(self.members)]
-            loop = asyncio.get_running_loop()
-            if replica.skipped_until > loop.time() or replica.pool is None:
+            if replica.skipped_until > now or replica.pool is None:
                 continue
             try:
                 async with asyncio.timeout(self.max_lag):

@@ -127,6 +127,8 @@ class Database(databases.Database):
         server gone) are closed at once, so that a server that does not answer never holds up a shutdown."""
         try:
             async with asyncio.timeout(self.timeout):
+                if self.replicas is not None:
+                    self.replicas.close()
                 if self.group_commit is not None:
                     await self.group_commit.stop()
                     self.group_commit = None
@@ -134,8 +136,6 @@ class Database(databases.Database):
                     await self.shared.__aexit__()
                     self.shared = None
                 await self.backend.close()
-                if self.replicas is not None:
-                    self.replicas.close()
                 await super().disconnect()
         except TimeoutError:
             logger.warning("Connections still in use after %g s: closed at once", self.timeout)
