@@ -15,7 +15,7 @@ import sqlite3
 import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import databases
 import sqlalchemy
@@ -55,6 +55,19 @@ class ParameterNotStorable(ValueNotStorable):
         self.value = value
 
 
+class GroupConflict(Exception):
+    """A group of writes conflicted with another transaction: each of its writes is run again alone."""
+
+
+class Write(NamedTuple):
+    """A write that a backend that ``groups_writes`` runs together with others of the same ``sql``: the row of an
+    ``insert_many`` statement (``inserts``), or a statement's arguments."""
+
+    sql: str
+    values: Any
+    inserts: bool = False
+
+
 def conflict(constraint: str | None = None, column: str | None = None) -> ConstraintConflict:
     what = f" {constraint}" if constraint else f" on {column}" if column else ""
     return ConstraintConflict(f"Conflict with the database's constraint{what}", column)
@@ -79,7 +92,7 @@ class Backend:
     paramstyle, native_decimal = "pyformat", True  # the settings databases gives the sync driver's dialect
     errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)  # OSError: TimeoutError and socket errors
     shares_connection = False  # one connection for every query, each execute in a group committed in one transaction
-    groups_inserts = False  # the plain INSERTs waiting together are one statement (``insert_many_sql``)
+    groups_writes = False  # the writes waiting together are committed together (``write_together``)
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         self.url = url
@@ -117,10 +130,10 @@ class Backend:
         """Set up what the backend learns of the server at start, on ``connection`` (where the backend
         ``shares_connection``, the one every query shares)."""
 
-    def insert_many(self, query: Any, values: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
-        """Return the statement that inserts the row of ``execute(query, values)`` together with others (the
-        backend's ``insert_many_sql``), and the row's values as the statement takes them, bound as ``databases`` binds
-        them; ``None`` if ``query`` is not a bare ``insert()`` (one with values, ``RETURNING`` or ``ON CONFLICT`` of
+    def insert_many(self, query: Any, values: dict[str, Any] | None) -> Write | None:
+        """Return the write that inserts the row of ``execute(query, values)`` together with others: the backend's
+        ``insert_many_sql``, and the row's values as the statement takes them, bound as ``databases`` binds them;
+        ``None`` if ``query`` is not a bare ``insert()`` (one with values, ``RETURNING`` or ``ON CONFLICT`` of
         its own), a value is an SQL expression or one that its column's type refuses, or the backend has no such
         statement for the row: the query then runs alone.
         """
@@ -141,15 +154,16 @@ class Backend:
             row = [value if process is None else process(value) for process, value in zip(processors, values.values())]
         except (TypeError, ValueError, LookupError):
             return None
-        return sql, row
+        return Write(sql, row, inserts=True)
 
     def insert_many_sql(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
         """Return the statement that inserts rows of ``table`` with values for ``names`` together, and the columns'
-        bind processors, where the backend ``groups_inserts``; ``None`` if there is none."""
+        bind processors, where the backend ``groups_writes``; ``None`` if there is none."""
         return None
 
-    async def insert_rows(self, connection: Connection, group: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Insert the rows of ``group``, each given with its ``insert_many`` statement, and return their keys."""
+    async def write_together(self, connection: Connection, group: list[Write]) -> list[Any]:
+        """Run the writes of ``group`` in one transaction and return what ``databases``' ``execute`` returns for each,
+        where the backend ``groups_writes``."""
         raise NotImplementedError
 
     def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
@@ -221,6 +235,14 @@ class Backend:
         raise NotImplementedError
 
 
+class FullySynchronous(sqlite3.Connection):
+    """A connection whose commits are on disk, power cut or not, before they return (``synchronous = FULL``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA synchronous = FULL")
+
+
 class SQLiteBackend(Backend):
     name, driver = "sqlite", "aiosqlite"
     sync_driver = "pysqlite"
@@ -234,12 +256,13 @@ class SQLiteBackend(Backend):
         super().__init__(url, timeout)
         self.readers: list[Any] = []
 
+    def options(self) -> dict[str, Any]:
+        # Every connection (the shared one, a transaction's, a list's) waits for other writers up to the deadline.
+        return {"timeout": self.timeout, "factory": FullySynchronous}
+
     async def setup(self, connection: Connection) -> None:
-        # A write waits for other processes' writes; readers and the writer do not block each other, with one fsync
-        # per commit; a commit is on disk, power cut or not, before it returns.
-        await connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        # Readers and the writer do not block each other, with one fsync per commit.
         await connection.execute("PRAGMA journal_mode = WAL")
-        await connection.execute("PRAGMA synchronous = FULL")
 
     def refusal(self, exc: Exception) -> RefusedByDatabase | None:
         if isinstance(exc, sqlite3.IntegrityError):  # "UNIQUE constraint failed: notes.text"
@@ -289,8 +312,7 @@ class SQLiteBackend(Backend):
             return self.readers.pop()
         import aiosqlite
 
-        reader = await aiosqlite.connect(self.url.database, isolation_level=None)
-        await reader.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        reader = await aiosqlite.connect(self.url.database, isolation_level=None, **self.options())
         await reader.execute("PRAGMA query_only = ON")
         return reader
 
@@ -307,7 +329,7 @@ class SQLiteBackend(Backend):
 
 class PostgresBackend(Backend):
     name, driver = "postgresql", "asyncpg"
-    groups_inserts = True
+    groups_writes = True
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)
@@ -383,23 +405,40 @@ class PostgresBackend(Backend):
 
         return process
 
-    async def insert_rows(self, connection: Connection, group: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Insert the rows of ``group``, each given with its ``insert_many`` statement, and return their keys.
+    async def write_together(self, connection: Connection, group: list[Write]) -> list[Any]:
+        """Run the writes of ``group`` in one transaction and return what ``databases``' ``execute`` returns for each:
+        an INSERT's new key, ``None`` for an UPDATE or a DELETE.
 
-        On PostgreSQL one statement inserts the rows of a table: a round trip and a commit for the group instead of one
-        each. The rows of several tables are inserted in one transaction.
+        One statement inserts the rows of a table (``insert_many_sql``), and one ``executemany``, pipelined, runs the
+        writes of one SQL: a round trip for each and one commit for the group, instead of one each. The writes of one
+        SQL run in the order of their arguments read from the last (the WHERE clause's), the same in every process, so
+        that two groups' UPDATEs by key take their rows' locks in the same order; a group that still deadlocks with
+        another transaction is run again one write at a time (``GroupConflict``).
         """
-        keys: list[Any] = [None] * len(group)
-        statements: dict[str, list[int]] = {}
-        for index, (sql, _) in enumerate(group):
-            statements.setdefault(sql, []).append(index)
-        async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
-            for sql, indexes in statements.items():
-                columns = [list(column) for column in zip(*(group[index][1] for index in indexes))]
-                records = await connection.raw_connection.fetch(sql, *columns)
-                for index, (key,) in zip(indexes, records):
-                    keys[index] = key
-        return keys
+        results: list[Any] = [None] * len(group)
+        statements: dict[tuple[str, bool], list[int]] = {}
+        for index, write in enumerate(group):
+            statements.setdefault((write.sql, write.inserts), []).append(index)
+        driver = connection.raw_connection
+        try:
+            async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
+                for (sql, inserts), indexes in statements.items():
+                    if inserts:
+                        columns = [list(column) for column in zip(*(group[index].values for index in indexes))]
+                        for index, (key,) in zip(indexes, await driver.fetch(sql, *columns)):
+                            results[index] = key
+                    elif len(indexes) == 1:
+                        results[indexes[0]] = await driver.fetchval(sql, *group[indexes[0]].values)
+                    else:
+                        arguments = sorted(
+                            (group[index].values for index in indexes), key=lambda values: repr(values[::-1])
+                        )
+                        await driver.executemany(sql, arguments)
+        except self.asyncpg.TransactionRollbackError as exc:  # a deadlock, or a serialization failure
+            if len(group) > 1:
+                raise GroupConflict(str(exc)) from exc
+            raise
+        return results
 
     def insert_many_sql(self, table: sqlalchemy.Table, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
         """Return one statement that inserts rows of ``table`` with values for ``names``, taking them as one array

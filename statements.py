@@ -19,7 +19,7 @@ from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
-from backends import Backend
+from backends import Backend, Write
 
 
 class CompiledCache:
@@ -105,6 +105,8 @@ class Statement:
             isinstance(compiled.statement, sqlalchemy.TextClause)
             and compiled.string.lstrip().upper().startswith(("INSERT", "REPLACE"))
         )
+        # An UPDATE or a DELETE that answers no rows gives nothing but its success: it can run with others.
+        self.groupable = (compiled.isupdate or compiled.isdelete) and not compiled.effective_returning
         columns = result_columns(compiled)
         self.columns = columns
         self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}
@@ -168,6 +170,10 @@ class Prepared(NamedTuple):
     async def execute(self, driver: Any) -> Any:
         """Run the statement on the ``driver``'s connection; return what ``databases``' ``execute`` returns."""
         return await self.statement.backend.execute(driver, self.sql, self.args, self.statement.is_insert)
+
+    def write(self) -> Write:
+        """Return the statement as a write that runs together with others of the same SQL."""
+        return Write(self.sql, self.args)
 
     def dicts(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[dict[str, Any]]:
         read_row, _ = self.statement.reader(names)

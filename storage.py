@@ -12,9 +12,10 @@ notes, and long lists streamed.
 - the ``execute`` calls waiting at the same moment are committed together, each answered only once its group is
   committed. On SQLite all queries share one connection in WAL mode (``databases`` opens a connection, and a thread,
   for each query) and a group is one transaction: one fsync for many notes. On PostgreSQL the INSERTs of a group
-  given as ``execute(table.insert(), values)`` are one statement: one round trip and one commit, and no SQL compiled
-  for each note. A list read while a group commits may show the group's notes a moment before their creators hear
-  back;
+  given as ``execute(table.insert(), values)`` are one statement, with no SQL compiled for each note, and the UPDATEs
+  and DELETEs of one SQL one pipelined ``executemany``: one commit for the group. A list read while a group commits
+  may show the group's notes a moment before their creators hear back. The writes inside ``transaction()`` are its
+  own: it has a connection of its own, on SQLite too;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
 - ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
   cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 import databases
 import sqlalchemy
-from databases.core import Connection
+from databases.core import Connection, Transaction
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy.sql import ClauseElement
@@ -55,6 +56,7 @@ from backends import (
     Described,
     ParameterNotStorable,
     RefusedByDatabase,
+    Write,
     without_password,
 )
 from replicas import Leased, Replicas, reads_from_replicas
@@ -112,8 +114,8 @@ class Database(databases.Database):
                     self.shared = super().connection()
                     await self.shared.__aenter__()
                     self.group_commit = GroupCommit(self.commit_in_one_transaction)
-                elif self.backend.groups_inserts:
-                    self.group_commit = GroupCommit(self.insert_rows)
+                elif self.backend.groups_writes:
+                    self.group_commit = GroupCommit(self.write_together)
                 async with self.connection() as connection:
                     await self.backend.setup(connection)
                 if self.replicas is not None:
@@ -143,7 +145,14 @@ class Database(databases.Database):
             self.is_connected = False
 
     def connection(self) -> Connection:
-        return self.shared or super().connection()
+        if self.shared is not None and not self.in_transaction():
+            return self.shared
+        return super().connection()
+
+    def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
+        # A transaction has a connection of its own even on SQLite: on the shared one, the writes of other tasks
+        # committed meanwhile would be part of it, and lost with it if it rolls back.
+        return Transaction(super().connection, force_rollback=force_rollback, **kwargs)
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
         prepared = self.statements.prepare(query, values)
@@ -285,10 +294,13 @@ class Database(databases.Database):
         if isinstance(query, DDLElement):
             async with self.bounded():
                 return await super().execute(query, values)
-        if self.group_commit is not None and not self.backend.shares_connection:
-            if insert := self.backend.insert_many(query, values):
-                async with self.bounded():
-                    return await self.group_commit.execute(insert)
+        if (
+            self.backend.groups_writes
+            and (group := self.write_group())
+            and (insert := self.backend.insert_many(query, values))
+        ):
+            async with self.bounded():
+                return await group.execute(insert)
         prepared = self.statements.prepare(query, values)
         return (await self.write([prepared]))[-1]
 
@@ -302,9 +314,12 @@ class Database(databases.Database):
         ``databases``' ``execute`` returns for each."""
         try:
             async with self.bounded():
-                if self.group_commit is not None and self.backend.shares_connection:
-                    results: list[Any] = await self.group_commit.execute(statements)
+                group = self.write_group()
+                if group is not None and self.backend.shares_connection:
+                    results: list[Any] = await group.execute(statements)
                     return results
+                if group is not None and len(statements) == 1 and statements[0].statement.groupable:
+                    return [await group.execute(statements[0].write())]
                 async with self.connection() as connection:
                     return await self.run_in_transaction(connection, statements)
         except (RefusedByDatabase, DatabaseError) as exc:
@@ -322,10 +337,24 @@ class Database(databases.Database):
         async with connection.transaction():
             return [[await each.execute(connection.raw_connection) for each in item] for item in group]
 
-    async def insert_rows(self, group: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Insert the rows of ``group`` together (the backend's ``insert_rows``), and return their keys."""
+    def write_group(self) -> GroupCommit[Any] | None:
+        """Return where this task's writes wait to be committed together with others' (on SQLite, and on PostgreSQL
+        where the backend ``groups_writes``); ``None`` inside ``transaction()``, whose writes are its own."""
+        return None if self.in_transaction() else self.group_commit
+
+    def in_transaction(self) -> bool:
+        """Whether this task is inside ``transaction()``, or the database in ``force_rollback``.
+
+        ``databases`` has no public name for it: its ``Connection`` keeps the transactions it is in as
+        ``_transaction_stack``, and its ``Database`` a task's connection as ``_connection``.
+        """
+        connection = self._global_connection or self._connection
+        return connection is not None and bool(connection._transaction_stack)
+
+    async def write_together(self, group: list[Write]) -> list[Any]:
+        """Run the writes of ``group`` together (the backend's ``write_together``) and return their results."""
         async with self.bounded(), self.connection() as connection:
-            return await self.backend.insert_rows(connection, group)
+            return await self.backend.write_together(connection, group)
 
     def sqlalchemy_url(self, driver: str) -> sqlalchemy.URL:
         """Return this database's URL for SQLAlchemy's own engine on ``driver``, without ``databases``' options."""
