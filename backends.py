@@ -8,6 +8,7 @@ and, on PostgreSQL, the statement that inserts many rows at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import re
@@ -15,11 +16,14 @@ import sqlite3
 import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import databases
 import sqlalchemy
 from databases.core import Connection
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # A type's name in PostgreSQL with its length, precision or scale apart: "VARCHAR(20)", "NUMERIC(10, 2)", "note_kind".
 PLAIN_TYPE = re.compile(r"([A-Za-z_][A-Za-z0-9_ ]*?)(\(\d+(, \d+)?\))?")
@@ -224,6 +228,38 @@ class Backend:
     def async_engine_options(self) -> dict[str, Any]:
         """Return the options of SQLAlchemy's async engine on this database."""
         return {}
+
+    def sqlalchemy_url(self, driver: str) -> sqlalchemy.URL:
+        """Return this database's URL for SQLAlchemy's own engine on ``driver``, without ``databases``' options."""
+        url = sqlalchemy.make_url(self.databases_url())
+        query = self.sqlalchemy_query()
+        if "host" in query:  # the hosts of a cluster, as SQLAlchemy takes them
+            url = url.set(host=None, port=None)
+        return url.set(drivername=f"{self.name}+{driver}", query=query)
+
+    def async_engine(self) -> AsyncEngine:
+        """Return SQLAlchemy's async engine on this database, through the app's own driver (for the migrations)."""
+        from sqlalchemy.ext.asyncio import create_async_engine  # It loads SQLAlchemy's ORM: only when needed.
+
+        url = self.sqlalchemy_url(self.driver)
+        return create_async_engine(url, poolclass=sqlalchemy.NullPool, **self.async_engine_options())
+
+    async def create_all(self, metadata: sqlalchemy.MetaData) -> None:
+        """Run ``metadata.create_all`` as the FastAPI version does, on a sync engine in a thread, where the backend has
+        a sync driver (sqlite3, PyMySQL); else on the async engine."""
+        if self.sync_driver is not None:
+            engine = sqlalchemy.create_engine(self.sqlalchemy_url(self.sync_driver), poolclass=sqlalchemy.NullPool)
+            try:
+                await asyncio.to_thread(metadata.create_all, engine)
+            finally:
+                engine.dispose()
+        else:
+            async_engine = self.async_engine()
+            try:
+                async with async_engine.begin() as connection:
+                    await connection.run_sync(metadata.create_all)
+            finally:
+                await async_engine.dispose()
 
     async def open_replica(self, url: str) -> Any:
         """Return a pool of connections to the read replica at ``url`` (one host), each opened when first needed."""

@@ -38,7 +38,7 @@ from collections.abc import (
     Callable,
     Coroutine,
 )
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import databases
@@ -61,9 +61,6 @@ from backends import (
 )
 from replicas import Leased, Replicas, reads_from_replicas
 from statements import CompiledCache, Prepared, Record, at_most
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger("notes_app")
 
@@ -356,21 +353,6 @@ class Database(databases.Database):
         async with self.bounded(), self.connection() as connection:
             return await self.backend.write_together(connection, group)
 
-    def sqlalchemy_url(self, driver: str) -> sqlalchemy.URL:
-        """Return this database's URL for SQLAlchemy's own engine on ``driver``, without ``databases``' options."""
-        url = sqlalchemy.make_url(str(self.url))
-        query = self.backend.sqlalchemy_query()
-        if "host" in query:  # the hosts of a cluster, as SQLAlchemy takes them
-            url = url.set(host=None, port=None)
-        return url.set(drivername=f"{self.backend.name}+{driver}", query=query)
-
-    def async_engine(self) -> AsyncEngine:
-        """Return SQLAlchemy's async engine on this database, through the app's own driver (for the migrations)."""
-        from sqlalchemy.ext.asyncio import create_async_engine  # It loads SQLAlchemy's ORM: only when needed.
-
-        url = self.sqlalchemy_url(self.backend.driver)
-        return create_async_engine(url, poolclass=sqlalchemy.NullPool, **self.backend.async_engine_options())
-
     async def create_all(self, metadata: sqlalchemy.MetaData) -> None:
         """Create what ``metadata`` holds and the database lacks, with SQLAlchemy's ``metadata.create_all``: tables,
         their indexes, constraints and defaults, and PostgreSQL's enum types (production databases use the Alembic
@@ -378,31 +360,12 @@ class Database(databases.Database):
         for attempt in range(3):
             try:
                 async with self.bounded():
-                    await self.run_create_all(metadata)
+                    await self.backend.create_all(metadata)
                 return
             except DatabaseError:
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
-
-    async def run_create_all(self, metadata: sqlalchemy.MetaData) -> None:
-        """Run ``metadata.create_all`` as the FastAPI version does, on a sync engine in a thread, where the backend has
-        a sync driver (sqlite3, PyMySQL); else on the async engine."""
-        if self.backend.sync_driver is not None:
-            engine = sqlalchemy.create_engine(
-                self.sqlalchemy_url(self.backend.sync_driver), poolclass=sqlalchemy.NullPool
-            )
-            try:
-                await asyncio.to_thread(metadata.create_all, engine)
-            finally:
-                engine.dispose()
-        else:
-            async_engine = self.async_engine()
-            try:
-                async with async_engine.begin() as connection:
-                    await connection.run_sync(metadata.create_all)
-            finally:
-                await async_engine.dispose()
 
 
 async def close_stream(pages: AsyncGenerator[Any, None], release: Callable[[], Awaitable[Any]]) -> None:

@@ -21,7 +21,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = database.async_engine()
+    engine = database.backend.async_engine()
     async with engine.connect() as connection:
         await connection.run_sync(run_migrations)
     await engine.dispose()
@@ -29,7 +29,7 @@ async def run_migrations_online() -> None:
 
 if context.is_offline_mode():
     context.configure(
-        url=database.sqlalchemy_url(database.backend.driver), target_metadata=metadata, literal_binds=True
+        url=database.backend.sqlalchemy_url(database.backend.driver), target_metadata=metadata, literal_binds=True
     )
     with context.begin_transaction():
         context.run_migrations()

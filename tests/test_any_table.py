@@ -213,7 +213,7 @@ def port_app(url: str, table: sqlalchemy.Table, note_in: type[BaseModel], note: 
 
 async def create_all(url: str, metadata: sqlalchemy.MetaData) -> None:
     """The FastAPI version's ``metadata.create_all(engine)``, on the async driver (it has no sync one here)."""
-    engine = Database(url).async_engine()
+    engine = Database(url).backend.async_engine()
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     await engine.dispose()

@@ -105,7 +105,7 @@ REFUSED: list[dict[str, Any]] = [
 
 async def create_all(url: str, metadata: sqlalchemy.MetaData) -> None:
     """Create the FastAPI version's tables as its ``metadata.create_all(engine)`` does, on the async driver."""
-    engine = Database(url).async_engine()
+    engine = Database(url).backend.async_engine()
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     await engine.dispose()
@@ -121,7 +121,7 @@ async def schema(url: str) -> dict[str, Any]:
         enums = [enum["name"] for enum in inspector.get_enums()] if isinstance(inspector, PGInspector) else []
         return {"indexes": indexes, "enums": enums}
 
-    engine = Database(url).async_engine()
+    engine = Database(url).backend.async_engine()
     async with engine.connect() as connection:
         found = await connection.run_sync(inspect)
     await engine.dispose()
