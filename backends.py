@@ -96,6 +96,7 @@ class Backend:
     paramstyle, native_decimal = "pyformat", True  # the settings databases gives the sync driver's dialect
     errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)  # OSError: TimeoutError and socket errors
     shares_connection = False  # one connection for every query, each execute in a group committed in one transaction
+    in_memory = False  # the database lives in the shared connection only: no other connection sees it
     groups_writes = False  # the writes waiting together are committed together (``write_together``)
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
@@ -291,6 +292,7 @@ class SQLiteBackend(Backend):
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)
         self.readers: list[Any] = []
+        self.in_memory = url.database in ("", ":memory:")
 
     def options(self) -> dict[str, Any]:
         # Every connection (the shared one, a transaction's, a list's) waits for other writers up to the deadline.
@@ -330,7 +332,7 @@ class SQLiteBackend(Backend):
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
         # another process has written: a long list is read on a connection of its own.
-        own = self.url.database not in ("", ":memory:")  # a database in memory lives in the shared connection only
+        own = not self.in_memory
         reader = await self.reader() if own else driver
         try:
             async with reader.execute(sql, args) as cursor:

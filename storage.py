@@ -142,14 +142,16 @@ class Database(databases.Database):
             self.is_connected = False
 
     def connection(self) -> Connection:
-        if self.shared is not None and not self.in_transaction():
+        if self.shared is not None and (self.backend.in_memory or not self.in_transaction()):
             return self.shared
         return super().connection()
 
     def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
         # A transaction has a connection of its own even on SQLite: on the shared one, the writes of other tasks
-        # committed meanwhile would be part of it, and lost with it if it rolls back.
-        return Transaction(super().connection, force_rollback=force_rollback, **kwargs)
+        # committed meanwhile would be part of it, and lost with it if it rolls back. A database in memory has no
+        # other connection.
+        connection = self.connection if self.backend.in_memory else super().connection
+        return Transaction(connection, force_rollback=force_rollback, **kwargs)
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
         prepared = self.statements.prepare(query, values)
