@@ -3,7 +3,8 @@
 Each backend says which driver errors mean the database failed and which mean it refused a statement's data, what
 ``databases`` hands the driver when it connects, which dialect ``databases`` gives its queries (so that the values
 the port binds and reads itself are the ones ``databases`` would), how the driver runs SQL the port compiles itself,
-and, on PostgreSQL, the statement that inserts many rows at once.
+how SQLAlchemy's own engines reach the database (``create_all``, the migrations), and, on PostgreSQL, how the writes
+waiting together are committed together.
 """
 
 from __future__ import annotations
@@ -332,8 +333,7 @@ class SQLiteBackend(Backend):
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
         # another process has written: a long list is read on a connection of its own.
-        own = not self.in_memory
-        reader = await self.reader() if own else driver
+        reader = driver if self.in_memory else await self.reader()
         try:
             async with reader.execute(sql, args) as cursor:
                 while rows := await cursor.fetchmany(size):
@@ -341,7 +341,7 @@ class SQLiteBackend(Backend):
                     if len(rows) < size:
                         break
         finally:
-            if own:
+            if reader is not driver:
                 await self.put_back(reader)
 
     async def reader(self) -> Any:

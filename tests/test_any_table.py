@@ -211,14 +211,6 @@ def port_app(url: str, table: sqlalchemy.Table, note_in: type[BaseModel], note: 
     )
 
 
-async def create_all(url: str, metadata: sqlalchemy.MetaData) -> None:
-    """The FastAPI version's ``metadata.create_all(engine)``, on the async driver (it has no sync one here)."""
-    engine = Database(url).backend.async_engine()
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    await engine.dispose()
-
-
 @st.composite
 def tables_and_notes(draw: st.DrawFn) -> tuple[list[Field], list[dict[str, Any]]]:
     drawn = draw(fields())
@@ -253,7 +245,7 @@ def test_the_port_answers_as_fastapi_for_any_table(
     columns, notes = drawn
     name = f"notes_{next(TABLES)}"
     metadata, table, note_in, note = table_and_models(name, columns)
-    asyncio.run(create_all(reference_url, metadata))
+    asyncio.run(Database(reference_url).backend.create_all(metadata))
     port = port_app(database_url, table, note_in, note)
     reference = fastapi_app(reference_url, table, note_in, note)
     with TestClient(port) as client, TestClient(reference, raise_server_exceptions=False) as reference_client:

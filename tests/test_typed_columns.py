@@ -103,14 +103,6 @@ REFUSED: list[dict[str, Any]] = [
 ]
 
 
-async def create_all(url: str, metadata: sqlalchemy.MetaData) -> None:
-    """Create the FastAPI version's tables as its ``metadata.create_all(engine)`` does, on the async driver."""
-    engine = Database(url).backend.async_engine()
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    await engine.dispose()
-
-
 async def schema(url: str) -> dict[str, Any]:
     """Return what the database holds of the notes table: its indexes and unique constraints, and enum types."""
 
@@ -146,7 +138,7 @@ def test_typed_fields_take_the_fastapi_versions_four_edits(
             monkeypatch,
         )
         if backend != "sqlite":
-            asyncio.run(create_all(reference_url, reference.metadata))
+            asyncio.run(Database(reference_url).backend.create_all(reference.metadata))
         with (
             TestClient(port.app) as client,
             TestClient(reference.app, raise_server_exceptions=False) as reference_client,
