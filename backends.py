@@ -201,6 +201,10 @@ class Backend:
         number of rows changed (PostgreSQL: the first value of the first row, if any)."""
         raise NotImplementedError
 
+    async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
+        """Run ``sql`` once with each of ``args`` in one call of the driver's ``executemany``."""
+        raise NotImplementedError
+
     def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         """Yield the rows of ``sql`` ``size`` at a time, with the names of their columns, read from one cursor on the
         ``driver``'s connection: the rows of one snapshot, in the order the database gives them, however many."""
@@ -329,6 +333,9 @@ class SQLiteBackend(Backend):
         # statement's, so only an INSERT's counts.
         async with driver.execute(sql, args) as cursor:
             return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
+
+    async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
+        await driver.executemany(sql, args)  # aiosqlite: sqlite3's loop, in one call to its thread
 
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
@@ -528,6 +535,9 @@ class PostgresBackend(Backend):
     async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
         return await driver.fetchval(sql, *args)
 
+    async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
+        await driver.executemany(sql, args)  # asyncpg: pipelined, all or none
+
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         async with driver.transaction():  # asyncpg's cursors live in a transaction
             cursor = await driver.cursor(sql, *args)
@@ -629,6 +639,10 @@ class MySQLBackend(Backend):
         async with driver.cursor() as cursor:
             await cursor.execute(sql, args)
             return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
+
+    async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
+        async with driver.cursor() as cursor:  # aiomysql: an INSERT's rows folded into multi-row statements
+            await cursor.executemany(sql, args)
 
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         import aiomysql

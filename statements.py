@@ -184,6 +184,17 @@ class Prepared(NamedTuple):
         return [Record(read_row(row), keys) for row in rows]
 
 
+async def execute_all(driver: Any, statements: list[Prepared]) -> list[Any]:
+    """Run ``statements`` in turn on the ``driver``'s connection; return what ``databases``' ``execute`` returns for
+    each. Several of one SQL (``execute_many``'s) go in one call of the driver's ``executemany``, each result ``None``:
+    one round trip, not one a row."""
+    if len(statements) > 1 and all(each.sql == statements[0].sql for each in statements):
+        first = statements[0]
+        await first.statement.backend.execute_many(driver, first.sql, [each.args for each in statements])
+        return [None] * len(statements)
+    return [await each.execute(driver) for each in statements]
+
+
 class RecordKeys(NamedTuple):
     names: tuple[str, ...]  # the columns in order
     labels: dict[str, str]  # a column's name as ``str(column)`` gives it ("notes.id"), to its key

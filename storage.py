@@ -5,7 +5,8 @@ notes, and long lists streamed.
 
 - ``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many`` and ``iterate`` compile a statement
   once per shape, bind its values and read its rows as ``databases`` does (``statements.py``), and run it on the
-  driver itself; their records answer as ``databases``' do;
+  driver itself; their records answer as ``databases``' do; ``execute_many`` sends its rows in one call of the
+  driver's ``executemany``;
 - every driver error becomes a ``DatabaseError``, which the app answers with a 503, and every call has a deadline;
   data the database refuses (a constraint, a value its column cannot hold) becomes a ``RefusedByDatabase``, which the
   app answers with a 409 or a 422;
@@ -60,7 +61,7 @@ from backends import (
     without_password,
 )
 from replicas import Leased, Replicas, reads_from_replicas
-from statements import CompiledCache, Prepared, Record, at_most
+from statements import CompiledCache, Prepared, Record, at_most, execute_all
 
 logger = logging.getLogger("notes_app")
 
@@ -328,13 +329,13 @@ class Database(databases.Database):
 
     async def run_in_transaction(self, connection: Connection, statements: list[Prepared]) -> list[Any]:
         async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
-            return [await each.execute(connection.raw_connection) for each in statements]
+            return await execute_all(connection.raw_connection, statements)
 
     async def commit_in_one_transaction(self, group: list[list[Prepared]]) -> list[Any]:
         """Run the statements of ``group`` in one transaction: on SQLite, one fsync for all of them."""
         connection = self.connection()
         async with connection.transaction():
-            return [[await each.execute(connection.raw_connection) for each in item] for item in group]
+            return [await execute_all(connection.raw_connection, item) for item in group]
 
     def write_group(self) -> GroupCommit[Any] | None:
         """Return where this task's writes wait to be committed together with others' (on SQLite, and on PostgreSQL

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from backends import ConstraintConflict
 from storage import Database
 from tests.helpers import BACKENDS
 from tests.test_any_table import KINDS, TABLES, Field, fields, table_and_models
@@ -192,3 +193,54 @@ def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> 
             await database.disconnect()
 
     asyncio.run(listed())
+
+
+def many_table() -> tuple[sqlalchemy.MetaData, sqlalchemy.Table]:
+    """Return the metadata and the table of the ``execute_many`` tests: a key, and a text no two rows share."""
+    metadata = sqlalchemy.MetaData()
+    key = sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True)
+    text = sqlalchemy.Column("text", sqlalchemy.String(20), unique=True)
+    return metadata, sqlalchemy.Table("many", metadata, key, text)
+
+
+@pytest.mark.parametrize("database_url", [*BACKENDS, "pgbouncer-transaction"], indirect=True)
+def test_many_rows_are_written_within_one_deadline(database_url: str) -> None:
+    """``execute_many`` runs a statement of one SQL with its values in one call of the driver's ``executemany``, not a
+    round trip for each: 100,000 rows are written within the default deadline, every one of them, as given."""
+    metadata, table = many_table()
+    rows = [{"id": index, "text": f"row {index}"} for index in range(1, 100_001)]
+
+    async def written() -> None:
+        database = Database(database_url, timeout=10)
+        await database.connect()
+        try:
+            await database.create_all(metadata)
+            await database.execute_many(table.insert(), rows)
+            await database.execute_many(table.update().where(table.c.id == 2), [{"text": "changed"}])
+            stored = [record._asdict() for record in await database.fetch_all(table.select().order_by(table.c.id))]
+            assert stored == [rows[0], {"id": 2, "text": "changed"}, *rows[2:]]
+        finally:
+            await database.disconnect()
+
+    asyncio.run(written())
+
+
+@pytest.mark.parametrize("database_url", [*BACKENDS, "pgbouncer-transaction"], indirect=True)
+def test_many_rows_with_one_refused_store_none(database_url: str) -> None:
+    """A row of ``execute_many`` that the database refuses fails the call with a ``ConstraintConflict``, and no row of
+    it is stored."""
+    metadata, table = many_table()
+
+    async def refused() -> None:
+        database = Database(database_url)
+        await database.connect()
+        try:
+            await database.create_all(metadata)
+            await database.execute(table.insert(), {"text": "before"})
+            with pytest.raises(ConstraintConflict):
+                await database.execute_many(table.insert(), [{"text": "new"}, {"text": "other"}, {"text": "before"}])
+            assert [record.text for record in await database.fetch_all(table.select())] == ["before"]
+        finally:
+            await database.disconnect()
+
+    asyncio.run(refused())
