@@ -215,8 +215,11 @@ def as_content(value: Any) -> Any:
         return value._asdict()
     if isinstance(value, Record):
         return {key: value[key] for key in value._mapping.keys()}
-    if isinstance(value, list) and value and (hasattr(value[0], "_asdict") or isinstance(value[0], Record)):
-        return [as_content(record) for record in value]
+    if isinstance(value, list) and value:
+        if hasattr(value[0], "_asdict"):  # a list is of one kind of record: tell it once, not for each row
+            return [record._asdict() for record in value]
+        if isinstance(value[0], Record):
+            return [as_content(record) for record in value]
     return value
 
 

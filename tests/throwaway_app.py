@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -85,6 +86,7 @@ class UpdateHeaders(BaseModel):
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await database.connect()
     await database.create_all(metadata)
+    gc.freeze()
     yield
     await database.disconnect()
 
