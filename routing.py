@@ -216,7 +216,10 @@ def as_content(value: Any) -> Any:
     if isinstance(value, Record):
         return {key: value[key] for key in value._mapping.keys()}
     if isinstance(value, list) and value:
-        if hasattr(value[0], "_asdict"):  # a list is of one kind of record: tell it once, not for each row
+        # A list is of one kind of record: tell it once, not for each row.
+        if type(getattr(value[0], "_mapping", None)) is dict:  # the port's records: the dict itself, not a call
+            return [record._mapping for record in value]
+        if hasattr(value[0], "_asdict"):
             return [record._asdict() for record in value]
         if isinstance(value[0], Record):
             return [as_content(record) for record in value]

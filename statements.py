@@ -202,50 +202,47 @@ class RecordKeys(NamedTuple):
 
 class Record(databases.interfaces.Record):
     """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute;
-    ``_mapping`` holds the same values (``databases``' on PostgreSQL holds asyncpg's, JSON as its text)."""
+    ``_mapping`` holds the same values, as a dict (``databases``' on PostgreSQL holds asyncpg's, JSON as its text)."""
 
-    __slots__ = ("_values", "_keys")
+    __slots__ = ("_mapping", "_keys")
+    _mapping: dict[str, Any]
 
     def __init__(self, values: dict[str, Any], keys: RecordKeys) -> None:
-        self._values = values
+        self._mapping = values
         self._keys = keys
-
-    @property
-    def _mapping(self) -> dict[str, Any]:
-        return self._values
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
-            return self._values[key]
+            return self._mapping[key]
         if isinstance(key, int):
-            return self._values[self._keys.names[key]]
+            return self._mapping[self._keys.names[key]]
         if isinstance(key, slice):
-            return [self._values[name] for name in self._keys.names[key]]
-        return self._values[self._keys.labels.get(str(key), getattr(key, "key", key))]
+            return [self._mapping[name] for name in self._keys.names[key]]
+        return self._mapping[self._keys.labels.get(str(key), getattr(key, "key", key))]
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._values[name]
+            return self._mapping[name]
         except KeyError as exc:
             raise AttributeError(name) from exc
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        return iter(self._mapping)
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._mapping)
 
     def keys(self) -> KeysView[str]:
-        return self._values.keys()
+        return self._mapping.keys()
 
     def values(self) -> ValuesView[Any]:
-        return self._values.values()
+        return self._mapping.values()
 
     def _asdict(self) -> dict[str, Any]:
-        return self._values
+        return self._mapping
 
     def __repr__(self) -> str:
-        return f"Record({self._values!r})"
+        return f"Record({self._mapping!r})"
 
 
 def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any, list[str]]]:

@@ -18,6 +18,8 @@ notes, and long lists streamed.
   may show the group's notes a moment before their creators hear back. The writes inside ``transaction()`` are its
   own: it has a connection of its own, on SQLite too;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
+- a read outside ``transaction()`` takes its connection from the backend's pool itself: ``databases``' ``Connection``
+  for the task (its locks, its transactions) serves transactions only;
 - ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
   cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
 - a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
@@ -218,8 +220,11 @@ class Database(databases.Database):
                         leased.replica.skip(f"failed: {exc}")  # and the primary reads it
                     finally:
                         await leased.release()
-                async with self.connection() as connection:
-                    return await self.fetch(connection.raw_connection, prepared, one)
+                driver, release = await self.acquire()
+                try:
+                    return await self.fetch(driver, prepared, one)
+                finally:
+                    await release()
         except (RefusedByDatabase, DatabaseError) as exc:
             if self.matches_nothing(exc, prepared):
                 return [], []
@@ -235,9 +240,29 @@ class Database(databases.Database):
         the primary has acknowledged, and a connection to it; ``None`` to read from the primary."""
         if self.replicas is None or not reads_from_replicas.get():
             return None
-        async with self.connection() as connection:
-            position = await self.backend.position(connection.raw_connection)
+        driver, release = await self.acquire()
+        try:
+            position = await self.backend.position(driver)
+        finally:
+            await release()
         return await self.replicas.acquire(position)
+
+    async def acquire(self) -> tuple[Any, Callable[[], Coroutine[Any, Any, None]]]:
+        """Return the driver's connection for a read, and what gives it back: inside ``transaction()`` the
+        transaction's, on SQLite the shared one, else one from ``databases``' pool.
+
+        Outside a transaction a read needs none of what ``databases``' ``Connection`` keeps for a task (its locks,
+        its transactions): it takes the connection the way that ``Connection`` does, from the backend's own.
+        """
+        if self.in_transaction():
+            connection = self.connection()
+            await connection.__aenter__()
+            return connection.raw_connection, connection.__aexit__
+        if self.shared is not None:
+            return self.shared.raw_connection, nothing_to_release
+        backend_connection = self._backend.connection()
+        await backend_connection.acquire()
+        return backend_connection.raw_connection, backend_connection.release
 
     async def stream(self, prepared: Prepared) -> AsyncGenerator[Described, None]:
         """Yield the rows of ``prepared`` a page at a time, on one connection, each page within the deadline; a page
@@ -246,9 +271,7 @@ class Database(databases.Database):
             if (leased := await self.replica()) is not None:
                 driver, release = leased.driver, leased.release
             else:
-                connection = self.connection()
-                await connection.__aenter__()
-                driver, release = connection.raw_connection, connection.__aexit__
+                driver, release = await self.acquire()
         pages = self.backend.stream(driver, prepared.sql, prepared.args, self.page_size)
         done = False
         try:
@@ -369,6 +392,10 @@ class Database(databases.Database):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def nothing_to_release() -> None:
+    """Give back the shared connection: it stays open, for every query."""
 
 
 async def close_stream(pages: AsyncGenerator[Any, None], release: Callable[[], Awaitable[Any]]) -> None:
