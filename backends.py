@@ -167,9 +167,9 @@ class Backend:
         bind processors, where the backend ``groups_writes``; ``None`` if there is none."""
         return None
 
-    async def write_together(self, connection: Connection, group: list[Write]) -> list[Any]:
-        """Run the writes of ``group`` in one transaction and return what ``databases``' ``execute`` returns for each,
-        where the backend ``groups_writes``."""
+    async def write_together(self, driver: Any, group: list[Write]) -> list[Any]:
+        """Run the writes of ``group`` in one transaction on the ``driver``'s connection and return what
+        ``databases``' ``execute`` returns for each, where the backend ``groups_writes``."""
         raise NotImplementedError
 
     def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
@@ -450,7 +450,7 @@ class PostgresBackend(Backend):
 
         return process
 
-    async def write_together(self, connection: Connection, group: list[Write]) -> list[Any]:
+    async def write_together(self, driver: Any, group: list[Write]) -> list[Any]:
         """Run the writes of ``group`` in one transaction and return what ``databases``' ``execute`` returns for each:
         an INSERT's new key, ``None`` for an UPDATE or a DELETE.
 
@@ -464,9 +464,8 @@ class PostgresBackend(Backend):
         statements: dict[tuple[str, bool], list[int]] = {}
         for index, write in enumerate(group):
             statements.setdefault((write.sql, write.inserts), []).append(index)
-        driver = connection.raw_connection
         try:
-            async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
+            async with driver.transaction() if len(statements) > 1 else contextlib.nullcontext():
                 for (sql, inserts), indexes in statements.items():
                     if inserts:
                         columns = [list(column) for column in zip(*(group[index].values for index in indexes))]

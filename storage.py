@@ -18,8 +18,8 @@ notes, and long lists streamed.
   may show the group's notes a moment before their creators hear back. The writes inside ``transaction()`` are its
   own: it has a connection of its own, on SQLite too;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
-- a read outside ``transaction()`` takes its connection from the backend's pool itself: ``databases``' ``Connection``
-  for the task (its locks, its transactions) serves transactions only;
+- a read, or a group of writes, outside ``transaction()`` takes its connection from the backend's pool itself:
+  ``databases``' ``Connection`` for the task (its locks, its transactions) serves transactions only;
 - ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
   cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
 - a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
@@ -248,10 +248,10 @@ class Database(databases.Database):
         return await self.replicas.acquire(position)
 
     async def acquire(self) -> tuple[Any, Callable[[], Coroutine[Any, Any, None]]]:
-        """Return the driver's connection for a read, and what gives it back: inside ``transaction()`` the
+        """Return the driver's connection for a call, and what gives it back: inside ``transaction()`` the
         transaction's, on SQLite the shared one, else one from ``databases``' pool.
 
-        Outside a transaction a read needs none of what ``databases``' ``Connection`` keeps for a task (its locks,
+        Outside a transaction a call needs none of what ``databases``' ``Connection`` keeps for a task (its locks,
         its transactions): it takes the connection the way that ``Connection`` does, from the backend's own.
         """
         if self.in_transaction():
@@ -376,8 +376,12 @@ class Database(databases.Database):
 
     async def write_together(self, group: list[Write]) -> list[Any]:
         """Run the writes of ``group`` together (the backend's ``write_together``) and return their results."""
-        async with self.bounded(), self.connection() as connection:
-            return await self.backend.write_together(connection, group)
+        async with self.bounded():
+            driver, release = await self.acquire()
+            try:
+                return await self.backend.write_together(driver, group)
+            finally:
+                await release()
 
     async def create_all(self, metadata: sqlalchemy.MetaData) -> None:
         """Create what ``metadata`` holds and the database lacks, with SQLAlchemy's ``metadata.create_all``: tables,

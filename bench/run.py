@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,13 @@ TYPED_EDITS = [
     ),
     ("completed=note.completed)", "completed=note.completed, due=note.due, tags=note.tags, price=note.price)"),
     ("import os\n", "import os\nfrom datetime import datetime\nfrom decimal import Decimal\n"),
+]
+# The port's list read as the FastAPI version reads it, through fetch_all: the path every other query takes.
+FETCHED_EDITS = [
+    (
+        "return await stream_response(request, database.iterate_pages(query))",
+        "return serialize_response(request, await database.fetch_all(query))",
+    )
 ]
 # The CRUD API grown the README's way (tests/throwaway_app.py) against its FastAPI twin, on 1,000 notes.
 CRUD_APPS = {
@@ -176,23 +183,24 @@ def typed_rows(rows: int) -> Iterator[tuple[tuple[str, bool], datetime.datetime,
         yield note, due, ["home", f"tag {index % 7}"], decimal.Decimal(index) / 4
 
 
-def typed_apps(directory: Path) -> dict[str, tuple[str, str]]:
-    """Write both apps with the typed table's edits beside the port's modules in ``directory``; return ``APPS`` for
-    them."""
+def edited_apps(directory: Path, edits: list[tuple[str, str]], names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Write both apps, those ``names`` with ``edits``, beside the port's modules in ``directory``; return ``APPS``
+    for them. Each edit must change one app at least."""
     for module in ROOT.glob("*.py"):
         shutil.copy(module, directory)
-    for source, name in (
-        (ROOT / "notes_app.py", "typed_notes_app"),
-        (ROOT / "tests" / "reference_app.py", "typed_reference_app"),
-    ):
-        text = source.read_text()
-        for old, new in TYPED_EDITS:
-            text = text.replace(old, new)
-        (directory / f"{name}.py").write_text(text)
-    return {
-        "port": ("typed_notes_app:app", "DATABASE_URL"),
-        "fastapi": ("typed_reference_app:app", "REFERENCE_DATABASE_URL"),
-    }
+    sources = {"port": ROOT / "notes_app.py", "fastapi": ROOT / "tests" / "reference_app.py"}
+    unused = set(edits)
+    apps = {}
+    for name, (_, variable) in APPS.items():
+        text = sources[name].read_text()
+        for old, new in edits if name in names else []:
+            if old in text:
+                text = text.replace(old, new)
+                unused.discard((old, new))
+        (directory / f"edited_{name}.py").write_text(text)
+        apps[name] = (f"edited_{name}:app", variable)
+    assert not unused, f"edits that change no app: {unused}"
+    return apps
 
 
 @contextmanager
@@ -269,13 +277,16 @@ def database_for(backend: str, app: str, rows: int, directory: Path, typed: bool
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
     """Run ``scenario`` on each app in turn, ``args.rounds`` times over; keep each app's median round."""
     sizes = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}
-    rows = sizes.get(scenario, 1000 if scenario in CRUD or scenario == "hundred" else args.large)
-    if scenario == "hundred":
-        rows = 100
+    sizes |= {"hundred": 100, "fetched": 100}
+    rows = sizes.get(scenario, 1000 if scenario in CRUD else args.large)
     connections = args.crowd if scenario == "crowded" else args.connections
     workers = 2 if scenario == "post2" else 1
     typed, crud = scenario == "typed", scenario in CRUD
-    apps, cwd = (typed_apps(directory), directory) if typed else (CRUD_APPS if crud else APPS, ROOT)
+    apps, cwd = CRUD_APPS if crud else APPS, ROOT
+    if typed:
+        apps, cwd = edited_apps(directory, TYPED_EDITS, APPS), directory
+    elif scenario == "fetched":
+        apps, cwd = edited_apps(directory, FETCHED_EDITS, ["port"]), directory
     rounds: dict[str, list[Result]] = {name: [] for name in apps}
     for _ in range(1 if scenario == "huge" else args.rounds):
         for name, (app, variable) in apps.items():
@@ -366,6 +377,7 @@ LABELS = {
     "huge": "{clients} concurrent GETs of {huge:,} rows",
     "typed": "GET /notes/, {large:,} rows, with DateTime, JSON and Numeric columns",
     "hundred": "GET /notes/, 100 rows (the whole-table list)",
+    "fetched": "GET /notes/, 100 rows through fetch_all",
     "page": "CRUD: GET /notes/?skip=100&limit=100 of 1,000",
     "one": "CRUD: GET /notes/{{id}}",
     "put": "CRUD: PUT /notes/{{id}}",
@@ -376,7 +388,8 @@ LABELS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--scenarios", default="small,large,crowded,post,post2,huge,typed,hundred,page,one,put,create")
+    scenarios = "small,large,crowded,post,post2,huge,typed,hundred,fetched,page,one,put,create"
+    parser.add_argument("--scenarios", default=scenarios)
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each app, taken in turn; the median counts")
     parser.add_argument("--connections", type=int, default=10, help="wrk's open connections")
