@@ -67,6 +67,8 @@ from statements import CompiledCache, Prepared, Record, at_most, execute_all
 
 logger = logging.getLogger("notes_app")
 
+Result = TypeVar("Result")
+
 
 class Database(databases.Database):
     """``databases.Database``, each statement compiled once, failing with ``DatabaseError``, tuned on SQLite, and
@@ -220,11 +222,7 @@ class Database(databases.Database):
                         leased.replica.skip(f"failed: {exc}")  # and the primary reads it
                     finally:
                         await leased.release()
-                driver, release = await self.acquire()
-                try:
-                    return await self.fetch(driver, prepared, one)
-                finally:
-                    await release()
+                return await self.with_connection(lambda driver: self.fetch(driver, prepared, one))
         except (RefusedByDatabase, DatabaseError) as exc:
             if self.matches_nothing(exc, prepared):
                 return [], []
@@ -240,12 +238,16 @@ class Database(databases.Database):
         the primary has acknowledged, and a connection to it; ``None`` to read from the primary."""
         if self.replicas is None or not reads_from_replicas.get():
             return None
+        position = await self.with_connection(self.backend.position)
+        return await self.replicas.acquire(position)
+
+    async def with_connection(self, call: Callable[[Any], Awaitable[Result]]) -> Result:
+        """Return what ``call`` returns for the driver's connection that ``acquire`` gives, given back after."""
         driver, release = await self.acquire()
         try:
-            position = await self.backend.position(driver)
+            return await call(driver)
         finally:
             await release()
-        return await self.replicas.acquire(position)
 
     async def acquire(self) -> tuple[Any, Callable[[], Coroutine[Any, Any, None]]]:
         """Return the driver's connection for a call, and what gives it back: inside ``transaction()`` the
@@ -377,11 +379,7 @@ class Database(databases.Database):
     async def write_together(self, group: list[Write]) -> list[Any]:
         """Run the writes of ``group`` together (the backend's ``write_together``) and return their results."""
         async with self.bounded():
-            driver, release = await self.acquire()
-            try:
-                return await self.backend.write_together(driver, group)
-            finally:
-                await release()
+            return await self.with_connection(lambda driver: self.backend.write_together(driver, group))
 
     async def create_all(self, metadata: sqlalchemy.MetaData) -> None:
         """Create what ``metadata`` holds and the database lacks, with SQLAlchemy's ``metadata.create_all``: tables,
@@ -485,8 +483,8 @@ class GroupCommit(Generic[Item]):
 
     async def commit_group(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         try:
-            # A task for each group: databases keeps a connection for each task, and one whose release failed (a
-            # server gone, a deadline passed) stays marked as acquired for as long as its task lives.
+            # A task for each group: a deadline passed in ``commit`` cancels that task, never the loop that collects
+            # the groups.
             results: list[Any] = await asyncio.create_task(self.commit([item for item, _ in group]))
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, DatabaseError):

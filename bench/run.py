@@ -36,6 +36,8 @@ import asyncpg
 import httpx2 as httpx
 from pydantic_core import to_json
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).parent.parent
 APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -100,13 +102,6 @@ POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"text": "a note from the benchmark", "completed": false}'
 wrk.headers["Content-Type"] = "application/json"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_mib(pid: int, field: str = "VmHWM") -> float:

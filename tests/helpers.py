@@ -17,16 +17,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import asyncpg
+import databases
 import httpx2 as httpx
 import pymysql
 import pytest
 from databases import DatabaseURL
+from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -271,6 +273,18 @@ def load(module_name: str, variable: str, url: str, monkeypatch: pytest.MonkeyPa
     """Import ``module_name`` anew with ``variable`` set to ``url``, so its app uses that database."""
     monkeypatch.setenv(variable, url)
     return importlib.reload(importlib.import_module(module_name))
+
+
+def fastapi_app_of(database: databases.Database) -> FastAPI:
+    """Return a FastAPI app whose lifespan connects ``database``, as the FastAPI version's does."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.connect()
+        yield
+        await database.disconnect()
+
+    return FastAPI(lifespan=lifespan)
 
 
 class Server(NamedTuple):

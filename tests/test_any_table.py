@@ -36,7 +36,7 @@ from exception_handlers import exception_handlers
 from routing import APIRoute, serialize_response, stream_response, validate_request
 from schema import docs_routes
 from storage import Database
-from tests.helpers import BACKENDS, new_database
+from tests.helpers import BACKENDS, fastapi_app_of, new_database
 
 TABLES = itertools.count()  # each drawn table, and its enum type, gets a name of its own
 
@@ -157,14 +157,7 @@ def table_and_models(
 def fastapi_app(url: str, table: sqlalchemy.Table, note_in: type[BaseModel], note: type[BaseModel]) -> FastAPI:
     """The FastAPI version for the drawn table (its list ordered by id, which the port's is)."""
     database = databases.Database(url)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await database.connect()
-        yield
-        await database.disconnect()
-
-    app = FastAPI(lifespan=lifespan)
+    app = fastapi_app_of(database)
 
     @app.get("/notes/", response_model=list[note])  # type: ignore[valid-type]
     async def read_notes() -> Any:

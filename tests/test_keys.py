@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from exception_handlers import exception_handlers
 from routing import APIRoute, stream_response
 from storage import Database
-from tests.helpers import BACKENDS, new_database
+from tests.helpers import BACKENDS, fastapi_app_of, new_database
 
 
 class Item(BaseModel):
@@ -55,14 +55,7 @@ def keyed(kind: str) -> sqlalchemy.Table:
 
 def fastapi_app(url: str, table: sqlalchemy.Table, item: type[BaseModel]) -> FastAPI:
     database = databases.Database(url)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await database.connect()
-        yield
-        await database.disconnect()
-
-    app = FastAPI(lifespan=lifespan)
+    app = fastapi_app_of(database)
 
     @app.get("/items/", response_model=list[item])  # type: ignore[valid-type]
     async def read_items() -> Any:
