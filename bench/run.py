@@ -183,6 +183,9 @@ def edited_apps(directory: Path, edits: list[tuple[str, str]], names: Iterable[s
     for them. Each edit must change one app at least."""
     for module in ROOT.glob("*.py"):
         shutil.copy(module, directory)
+    docs_files = directory / "node_modules"  # the docs pages' files, as beside the port
+    docs_files.unlink(missing_ok=True)
+    docs_files.symlink_to(ROOT / "node_modules")
     sources = {"port": ROOT / "notes_app.py", "fastapi": ROOT / "tests" / "reference_app.py"}
     unused = set(edits)
     apps = {}
@@ -410,7 +413,8 @@ def main() -> None:
                 label = LABELS[scenario].format(**vars(args))
                 rates = [f"{r.rate:,.1f}" + (f" ({r.errors})" if r.errors else "") for r in (fastapi, port)]
                 cells = [backend, label, *rates]
-                cells += [f"{port.rate / fastapi.rate:.2f}x", f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
+                ratio = f"{port.rate / fastapi.rate:.2f}x" if fastapi.rate else "n/a"  # none answered in a round
+                cells += [ratio, f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
         if "postgresql" in args.backends.split(","):
