@@ -27,7 +27,6 @@ import databases
 import httpx2 as httpx
 import pymysql
 import pytest
-from databases import DatabaseURL
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
@@ -66,7 +65,7 @@ def require_docs_files() -> None:
 
 def require_server(url: str, variable: str) -> None:
     """Fail in CI, and skip elsewhere, when the database server behind ``url`` is unreachable."""
-    parsed = DatabaseURL(url)
+    parsed = databases.DatabaseURL(url)
     try:
         socket.create_connection((parsed.hostname, parsed.port), timeout=2).close()
     except OSError as exc:
@@ -85,7 +84,7 @@ async def postgres_admin(statement: str) -> None:
 
 
 def mysql_admin(statement: str) -> None:
-    url = DatabaseURL(MYSQL_URL)
+    url = databases.DatabaseURL(MYSQL_URL)
     connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, password=url.password or "")
     try:
         with connection.cursor() as cursor:
@@ -103,9 +102,9 @@ def new_database(backend: str, directory: Path, pgbouncer_port: int | None = Non
     elif backend == "postgresql" or backend.startswith("pgbouncer-"):
         require_server(POSTGRES_URL, "POSTGRES_URL")
         asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
-        url = DatabaseURL(POSTGRES_URL).replace(database=name)
+        url = databases.DatabaseURL(POSTGRES_URL).replace(database=name)
         if pgbouncer_port is not None:
-            url = DatabaseURL(f"{url.replace(port=pgbouncer_port)}?statement_cache_size=0")
+            url = databases.DatabaseURL(f"{url.replace(port=pgbouncer_port)}?statement_cache_size=0")
         try:
             yield str(url)
         finally:
@@ -115,7 +114,7 @@ def new_database(backend: str, directory: Path, pgbouncer_port: int | None = Non
         # latin1, as on servers whose default is not utf8mb4: the table must ask for 4-byte UTF-8 itself.
         mysql_admin(f"CREATE DATABASE {name} CHARACTER SET latin1")
         try:
-            yield str(DatabaseURL(MYSQL_URL).replace(database=name))
+            yield str(databases.DatabaseURL(MYSQL_URL).replace(database=name))
         finally:
             mysql_admin(f"DROP DATABASE {name}")
 
@@ -129,7 +128,7 @@ class PgBouncer(NamedTuple):
 
     def point_at(self, server: str) -> None:
         """Send PgBouncer's clients to ``server`` from now on, as an HA manager does after a failover."""
-        url = DatabaseURL(server)
+        url = databases.DatabaseURL(server)
         values = {
             "host": url.hostname,
             "port": url.port or 5432,
@@ -150,7 +149,7 @@ def pgbouncer(pool_mode: str, server: str = POSTGRES_URL, settings: str = "") ->
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    url = DatabaseURL(server)
+    url = databases.DatabaseURL(server)
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         os.chmod(directory, 0o755)  # PgBouncer will not run as root: it reads its files as the postgres user.
@@ -365,7 +364,7 @@ def seed(database_url: str, rows: int) -> None:
 
         asyncio.run(copy())
     else:
-        url = DatabaseURL(database_url)
+        url = databases.DatabaseURL(database_url)
         connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
         with connection.cursor() as cursor:
             cursor.executemany("INSERT INTO notes (text, completed) VALUES (%s, %s)", values)
