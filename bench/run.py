@@ -274,8 +274,8 @@ def database_for(backend: str, app: str, rows: int, directory: Path, typed: bool
 
 def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Path) -> dict[str, Result]:
     """Run ``scenario`` on each app in turn, ``args.rounds`` times over; keep each app's median round."""
-    sizes = {"small": 10, "large": args.large, "crowded": args.large, "post": 0, "post2": 0, "huge": args.huge}
-    sizes |= {"hundred": 100, "fetched": 100}
+    sizes = {"small": 10, "hundred": 100, "fetched": 100, "post": 0, "post2": 0}
+    sizes |= {"large": args.large, "crowded": args.large, "huge": args.huge}
     rows = sizes.get(scenario, 1000 if scenario in CRUD else args.large)
     connections = args.crowd if scenario == "crowded" else args.connections
     workers = 2 if scenario == "post2" else 1
