@@ -39,15 +39,26 @@ class CompiledCache:
         statement = self.statements.get(key.key) if key is not None else None
         if statement is not None:
             assert key is not None
+            statement.used = True
             return statement.prepare(statement.compiled.construct_params(key.params, key.bindparams))
         compiled = query.compile(dialect=self.backend.dialect, cache_key=key)
         assert isinstance(compiled, SQLCompiler)
         statement = Statement(compiled, self.backend)
         if key is not None:
-            if len(self.statements) >= self.size:
-                del self.statements[next(iter(self.statements))]
-            self.statements[key.key] = statement
+            self.keep(key.key, statement)
         return statement.prepare(compiled.construct_params())
+
+    def keep(self, key: Any, statement: Statement) -> None:
+        """Cache ``statement`` under ``key``; past ``size`` statements, drop one not used lately, as SQLAlchemy's
+        least-recently-used cache does: the oldest one not used since it was last passed over (a second chance)."""
+        while len(self.statements) >= self.size:
+            oldest = next(iter(self.statements))
+            kept = self.statements.pop(oldest)
+            if not kept.used:
+                break
+            kept.used = False
+            self.statements[oldest] = kept
+        self.statements[key] = statement
 
 
 def build_query(query: ClauseElement | str, values: dict[str, Any] | None) -> ClauseElement:
@@ -91,6 +102,7 @@ class Statement:
     def __init__(self, compiled: SQLCompiler, backend: Backend) -> None:
         self.compiled = compiled
         self.backend = backend
+        self.used = False  # run again since it was compiled, or last passed over by ``CompiledCache.keep``
         dialect = backend.dialect
         escaped = compiled.escaped_bind_names
         binds = {bind: escaped.get(name, name) for bind, name in compiled.bind_names.items()}

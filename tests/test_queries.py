@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 import databases
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from backends import ConstraintConflict
+from statements import CompiledCache
 from storage import Database
 from tests.helpers import BACKENDS
 from tests.test_any_table import KINDS, TABLES, Field, fields, table_and_models
@@ -193,6 +195,23 @@ def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> 
             await database.disconnect()
 
     asyncio.run(listed())
+
+
+def test_statements_of_new_shapes_make_room_for_those_in_use(tmp_path: Path) -> None:
+    """Past ``CompiledCache.size`` shapes the cache stays that size: a statement run all along stays compiled, one
+    not run since is dropped, and compiled again when it comes back."""
+    metadata = sqlalchemy.MetaData()
+    table = sqlalchemy.Table("kept", metadata, sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True))
+    cache = CompiledCache(Database(f"sqlite:///{tmp_path / 'unused.db'}").backend)
+    in_use = cache.prepare(table.select().where(table.c.id == 1), None).statement
+    once = cache.prepare("SELECT 0", None).statement
+    for index in range(1, 3 * CompiledCache.size):
+        assert cache.prepare(table.select().where(table.c.id == index), None).statement is in_use
+        cache.prepare(f"SELECT {index}", None)  # a new shape each time
+        assert len(cache.statements) <= CompiledCache.size
+    again = cache.prepare("SELECT 0", None)
+    assert again.statement is not once
+    assert (again.sql, again.args) == ("SELECT 0", [])
 
 
 def many_table() -> tuple[sqlalchemy.MetaData, sqlalchemy.Table]:
