@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import sqlite3
 import urllib.parse
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import databases
@@ -209,6 +210,12 @@ class Backend:
         """Yield the rows of ``sql`` ``size`` at a time, with the names of their columns, read from one cursor on the
         ``driver``'s connection: the rows of one snapshot, in the order the database gives them, however many."""
         raise NotImplementedError
+
+    async def acquire(self, backend: databases.interfaces.DatabaseBackend) -> tuple[Any, Release]:
+        """Return a connection of ``databases``' ``backend`` for one call, the driver's, and what gives it back."""
+        connection = backend.connection()
+        await connection.acquire()
+        return connection.raw_connection, connection.release
 
     async def close(self) -> None:
         """Close what the backend opened besides ``databases``' connections."""
@@ -408,6 +415,10 @@ class PostgresBackend(Backend):
             # PgBouncer in transaction mode hands each transaction any server connection: no prepared statements.
             options["statement_cache_size"] = int(self.url.options["statement_cache_size"])
         return {**options, **self.cluster()}  # asyncpg tries the hosts in turn, for one with the target_session_attrs
+
+    async def acquire(self, backend: databases.interfaces.DatabaseBackend) -> tuple[Any, Release]:
+        driver, _ = await super().acquire(backend)
+        return driver, functools.partial(release_to_pool, driver)
 
     def sqlalchemy_query(self) -> dict[str, str]:
         # SQLAlchemy's asyncpg dialect takes a cluster's hosts as host=h1,h2&port=p1,p2.
@@ -665,6 +676,7 @@ BACKENDS: dict[str, type[Backend]] = {
 
 
 Described = tuple[Sequence[Sequence[Any]], list[str]]  # rows as the driver gives them, and their columns' names
+Release = Callable[[], Coroutine[Any, Any, None]]  # gives a connection back
 
 
 def described(cursor: Any) -> list[str]:
@@ -719,6 +731,23 @@ def beyond_64_bits(names: list[str], args: Any) -> str | None:
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             return name
     return None
+
+
+async def release_to_pool(connection: Any) -> None:
+    """Give a connection of an asyncpg pool back to it, as ``Pool.release`` does, without a task for each release.
+
+    ``Pool.release`` runs the release in a task of its own (``asyncio.shield``), so that a cancellation cannot stop it
+    halfway: a task and two more turns of the event loop for every query. A release seldom waits (on a transaction
+    left open, a connection past ``max_queries``, a query being cancelled), and one cancelled while it waits
+    terminates the connection, which goes back to the pool all the same, as a connection that failed does.
+
+    asyncpg has no public name for the release itself: ``Pool.release`` makes these calls.
+    """
+    if connection._con is None:  # released already
+        return
+    connection._con._on_release()
+    holder = connection._holder
+    await holder.release(holder._timeout)
 
 
 async def keep_session(connection: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backends import Backend, listed_hosts, with_host, without_password
+from backends import Backend, listed_hosts, release_to_pool, with_host, without_password
 
 logger = logging.getLogger("notes_app")
 
@@ -65,7 +65,7 @@ class Leased(NamedTuple):
     driver: Any
 
     async def release(self) -> None:
-        await self.replica.pool.release(self.driver)
+        await release_to_pool(self.driver)
 
 
 class Replicas:
@@ -105,7 +105,7 @@ class Replicas:
                         while await self.backend.position(driver) < position:
                             await asyncio.sleep(self.poll)
                     except BaseException:
-                        await replica.pool.release(driver)
+                        await release_to_pool(driver)
                         raise
                     return Leased(replica, driver)
             except TimeoutError:

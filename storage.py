@@ -17,7 +17,8 @@ notes, and long lists streamed.
   and DELETEs of one SQL one pipelined ``executemany``: one commit for the group. A list read while a group commits
   may show the group's notes a moment before their creators hear back. The writes inside ``transaction()`` are its
   own: it has a connection of its own, on SQLite too;
-- on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset;
+- on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset, and
+  without a task for each release;
 - a read, or a group of writes, outside ``transaction()`` takes its connection from the backend's pool itself:
   ``databases``' ``Connection`` for the task (its locks, its transactions) serves transactions only;
 - ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
@@ -59,6 +60,7 @@ from backends import (
     Described,
     ParameterNotStorable,
     RefusedByDatabase,
+    Release,
     Write,
     without_password,
 )
@@ -127,8 +129,8 @@ class Database(databases.Database):
             raise
 
     async def disconnect(self) -> None:
-        """Close the connections within ``timeout`` seconds: past it, those still in use (a release that waits on a
-        server gone) are closed at once, so that a server that does not answer never holds up a shutdown."""
+        """Close the connections within ``timeout`` seconds: past it, those still open (a close that waits on a server
+        gone) are closed at once, so that a server that does not answer never holds up a shutdown."""
         try:
             async with asyncio.timeout(self.timeout):
                 if self.replicas is not None:
@@ -142,7 +144,7 @@ class Database(databases.Database):
                 await self.backend.close()
                 await super().disconnect()
         except TimeoutError:
-            logger.warning("Connections still in use after %g s: closed at once", self.timeout)
+            logger.warning("Connections still open after %g s: closed at once", self.timeout)
             self.backend.terminate(self._backend)
             self.is_connected = False
 
@@ -249,12 +251,13 @@ class Database(databases.Database):
         finally:
             await release()
 
-    async def acquire(self) -> tuple[Any, Callable[[], Coroutine[Any, Any, None]]]:
+    async def acquire(self) -> tuple[Any, Release]:
         """Return the driver's connection for a call, and what gives it back: inside ``transaction()`` the
         transaction's, on SQLite the shared one, else one from ``databases``' pool.
 
         Outside a transaction a call needs none of what ``databases``' ``Connection`` keeps for a task (its locks,
-        its transactions): it takes the connection the way that ``Connection`` does, from the backend's own.
+        its transactions): it takes the connection the way that ``Connection`` does, from the backend's own, and
+        gives it back as the backend says (``Backend.acquire``).
         """
         if self.in_transaction():
             connection = self.connection()
@@ -262,9 +265,7 @@ class Database(databases.Database):
             return connection.raw_connection, connection.__aexit__
         if self.shared is not None:
             return self.shared.raw_connection, nothing_to_release
-        backend_connection = self._backend.connection()
-        await backend_connection.acquire()
-        return backend_connection.raw_connection, backend_connection.release
+        return await self.backend.acquire(self._backend)
 
     async def stream(self, prepared: Prepared) -> AsyncGenerator[Described, None]:
         """Yield the rows of ``prepared`` a page at a time, on one connection, each page within the deadline; a page

@@ -240,7 +240,8 @@ def test_a_write_reaching_a_read_only_standby_is_a_503(monkeypatch: pytest.Monke
 
 
 def test_a_shutdown_waits_no_longer_than_its_deadline_for_a_server_that_does_not_answer(tmp_path: Path) -> None:
-    # PgBouncer holds the port's connections while it has no server: their release never completes.
+    # PgBouncer holds the port's connections while it has no server: a statement, its cancellation and the release
+    # that waits for it never complete, until the request's deadline closes the connection.
     log = tmp_path / "stderr"
     with postgres_cluster(synchronous=False) as cluster, pgbouncer("transaction", cluster.url("primary")) as bouncer:
         url = f"postgresql://postgres@127.0.0.1:{bouncer.port}/notes?statement_cache_size=0"
@@ -265,8 +266,8 @@ def test_a_shutdown_waits_no_longer_than_its_deadline_for_a_server_that_does_not
             statuses, stopped_in = asyncio.run(post_then_stop())
     logged = log.read_text()
     assert statuses == [503] * 10
-    assert stopped_in < 2 + 2 + 2, logged  # the requests' deadline, then the connections'
-    assert "Connections still in use after 2 s: closed at once" in logged
+    assert stopped_in < 2 + 2, logged  # the requests' deadline, within which their connections are closed
+    assert "closed at once" not in logged, logged  # no connection was left for the shutdown to close
     assert "Traceback" not in logged
 
 

@@ -25,12 +25,15 @@ import asyncpg
 import httpx2 as httpx
 import pymysql
 import pytest
+import sqlalchemy
 from databases import DatabaseURL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from backends import DatabaseError
+from storage import Database
 from tests.helpers import BACKENDS, free_port, load, rss_mib, seed, serve
 
 LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")
@@ -381,6 +384,33 @@ def test_a_held_lock_is_a_503_within_the_timeout(database_url: str) -> None:
         assert texts(server.url) == ["before", "after"]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_every_connection_goes_back_to_the_pool(database_url: str) -> None:
+    """However a call ends, its connection goes back to asyncpg's pool: one past ``max_queries`` is closed and
+    another opened, one whose statement outlived the deadline is cancelled on the server, and a streamed list gives
+    back its cursor's. A connection not given back would leave the two of the pool short, and the last reads would
+    wait out their deadline."""
+
+    async def calls() -> None:
+        database = Database(database_url, timeout=TIMEOUT, min_size=1, max_size=2, max_queries=3)
+        await database.connect()
+        try:
+            pids = {await database.fetch_val("SELECT pg_backend_pid()") for _ in range(12)}
+            assert len(pids) > 2, "no connection was closed past max_queries"
+            with pytest.raises(DatabaseError, match="no answer in 2 s"):
+                await database.fetch_val("SELECT pg_sleep(30)")
+            series = sqlalchemy.text("SELECT * FROM generate_series(1, 2500) AS n")
+            assert [record.n async for record in database.iterate(series)] == list(range(1, 2501))
+            answers = await asyncio.gather(*(database.fetch_val("SELECT 1") for _ in range(20)))
+            assert answers == [1] * 20
+            pool = database._backend._pool
+            assert pool.get_idle_size() == pool.get_size() <= 2
+        finally:
+            await database.disconnect()
+
+    asyncio.run(calls())
+
+
 @pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
 def test_a_stalled_network_is_a_503_within_the_timeout(through_proxy: tuple[str, Proxy]) -> None:
     url, proxy = through_proxy
@@ -398,6 +428,25 @@ def test_a_stalled_network_is_a_503_within_the_timeout(through_proxy: tuple[str,
         listed = recovers_and_creates(server.url)
     # The statement sent before the stall reached the server once the network came back: the README says so.
     assert listed in (["before", "after"], ["before", "during", "after"]), listed
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # aiomysql closes without waiting
+def test_a_shutdown_closes_what_a_stalled_network_holds(through_proxy: tuple[str, Proxy], tmp_path: Path) -> None:
+    url, proxy = through_proxy
+    log = tmp_path / "stderr"
+    environment = {"DATABASE_URL": url, "DATABASE_TIMEOUT": str(TIMEOUT)}
+    with log.open("w") as stderr, serve("notes_app:app", environment, stderr=stderr) as server:
+        assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
+        proxy.stall()  # closing a connection now waits for a server that does not answer
+        server.process.terminate()
+        stopping = time.monotonic()
+        server.process.wait(timeout=30)
+        stopped_in = time.monotonic() - stopping
+    proxy.resume()
+    logged = log.read_text()
+    assert stopped_in < TIMEOUT + 1, logged
+    assert f"Connections still open after {TIMEOUT:g} s: closed at once" in logged
+    assert "Traceback" not in logged
 
 
 async def create_until_stopped(url: str, stop: threading.Event, acknowledged: list[dict[str, Any]]) -> None:
