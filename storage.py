@@ -19,8 +19,9 @@ notes, and long lists streamed.
   own: it has a connection of its own, on SQLite too;
 - on PostgreSQL, a connection goes back to the pool without the round trip of asyncpg's session reset, and
   without a task for each release;
-- a read, or a group of writes, outside ``transaction()`` takes its connection from the backend's pool itself:
-  ``databases``' ``Connection`` for the task (its locks, its transactions) serves transactions only;
+- a read, a write, or a group of writes, outside ``transaction()`` takes its connection from the backend's pool
+  itself: ``databases``' ``Connection`` for the task (its locks, its transactions) serves transactions only,
+  ``execute_many``'s among them;
 - ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
   cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
 - a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
@@ -346,16 +347,14 @@ class Database(databases.Database):
                     return results
                 if group is not None and len(statements) == 1 and statements[0].statement.groupable:
                     return [await group.execute(statements[0].write())]
-                async with self.connection() as connection:
-                    return await self.run_in_transaction(connection, statements)
+                if len(statements) == 1:
+                    return await self.with_connection(lambda driver: execute_all(driver, statements))
+                async with self.connection() as connection, connection.transaction():
+                    return await execute_all(connection.raw_connection, statements)
         except (RefusedByDatabase, DatabaseError) as exc:
             for prepared in statements:
                 self.matches_nothing(exc, prepared, reading=False)  # raises where a parameter is at fault
             raise
-
-    async def run_in_transaction(self, connection: Connection, statements: list[Prepared]) -> list[Any]:
-        async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
-            return await execute_all(connection.raw_connection, statements)
 
     async def commit_in_one_transaction(self, group: list[list[Prepared]]) -> list[Any]:
         """Run the statements of ``group`` in one transaction: on SQLite, one fsync for all of them."""
