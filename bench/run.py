@@ -3,7 +3,8 @@
 Each scenario starts a fresh uvicorn (one worker, pinned to core 0) on a freshly seeded database, loads it
 from core 1 (wrk, with 10 connections or 30 for the crowded large GET, or 20 concurrent clients for the big
 reads), and reads the server's peak RSS. The apps take turns, three rounds each (the big reads: one), and each
-app's median round counts: a machine shared with others drifts by more than 10% within a minute. Run with
+app's median round counts: a machine shared with others drifts by more than 10% within a minute. The CRUD page's
+share of the whole-table list is measured the same way, the two taking turns. Run with
 ``make bench``; ``python -m bench.run --help`` lists the knobs.
 """
 
@@ -302,6 +303,22 @@ def measure(backend: str, scenario: str, args: argparse.Namespace, directory: Pa
     return {name: median(results) for name, results in rounds.items()}
 
 
+def page_share(backend: str, args: argparse.Namespace, directory: Path) -> float:
+    """Return the port's CRUD page of 100 as a share of its whole-table list of 100, in req/s, the two taking turns
+    as the apps do in ``measure``: two scenarios measured a few minutes apart differ by the machine's drift."""
+    rates: dict[str, list[float]] = {"hundred": [], "page": []}
+    for _ in range(args.rounds):
+        for scenario, measured in rates.items():
+            crud = scenario in CRUD
+            app, variable = (CRUD_APPS if crud else APPS)["port"]
+            url = database_for(backend, "port", 1000 if crud else 100, directory, crud=crud)
+            path, script = CRUD.get(scenario, ("/notes/", None))
+            with server(app, variable, url) as (address, _, _):
+                measured.append(run_wrk(address, args.seconds, args.connections, script, path)[0])
+    hundred, page = (sorted(measured)[len(measured) // 2] for measured in rates.values())
+    return page / hundred
+
+
 def median(results: list[Result]) -> Result:
     """Return the round of median rate, with the highest peak memory of all rounds."""
     middle = sorted(results, key=lambda result: result.rate)[len(results) // 2]
@@ -417,6 +434,13 @@ def main() -> None:
                 cells += [ratio, f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
+        if "page" in args.scenarios.split(","):
+            shares = ", ".join(
+                f"{page_share(name, args, directory):.0%} on {name}" for name in args.backends.split(",")
+            )
+            print(
+                f"\nShare: the CRUD page of 100 answers {shares} of the whole-table list's req/s, taking turns.", end=""
+            )
         if "postgresql" in args.backends.split(","):
             distance(args, port_rates)
         bare = ceiling(args)
