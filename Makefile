@@ -10,7 +10,7 @@ NPM_INSTALL := npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglev
 # do. CI has npm, and fails without it.
 DOCS_FILES := $(if $(or $(shell command -v npm),$(CI)),node_modules/.installed,no-npm)
 
-.PHONY: run test lint bench clean drift no-npm
+.PHONY: run test lint bench soak clean drift no-npm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,9 @@ drift: node_modules/.installed
 bench: $(VENV)/.test node_modules/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
+
+# The fault loops too long for every run: the slow-client tests with the client at work for a minute, 300 stalled
+# readers on SQLite, and 30,000 POSTs past one stalled reader.
+soak: $(VENV)/.test
+	SLOW_CLIENT_SECONDS=60 STALLED_ON_SQLITE=300 WAL_POSTS=30000 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_slow_clients.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import re
 import sqlite3
@@ -299,11 +300,12 @@ class SQLiteBackend(Backend):
     paramstyle, native_decimal = "qmark", False  # as databases' backends/sqlite.py
     errors = Backend.errors + (OverflowError,)  # OverflowError: an integer over 64 bits
     shares_connection = True
-    idle_readers = 4  # connections kept open for reading lists
+    readers = 4  # connections that read long lists, each with a thread of aiosqlite's: no more, however many lists
 
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)
-        self.readers: list[Any] = []
+        self.idle: list[Any] = []
+        self.reading = asyncio.Semaphore(self.readers)  # made anew at each connect(), for its event loop
         self.in_memory = url.database in ("", ":memory:")
 
     def options(self) -> dict[str, Any]:
@@ -313,6 +315,7 @@ class SQLiteBackend(Backend):
     async def setup(self, connection: Connection) -> None:
         # Readers and the writer do not block each other, with one fsync per commit.
         await connection.execute("PRAGMA journal_mode = WAL")
+        self.reading = asyncio.Semaphore(self.readers)
 
     def refusal(self, exc: Exception) -> RefusedByDatabase | None:
         if isinstance(exc, sqlite3.IntegrityError):  # "UNIQUE constraint failed: notes.text"
@@ -347,36 +350,44 @@ class SQLiteBackend(Backend):
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
         # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
         # another process has written: a long list is read on a connection of its own.
-        reader = driver if self.in_memory else await self.reader()
-        try:
-            async with reader.execute(sql, args) as cursor:
-                while rows := await cursor.fetchmany(size):
-                    yield rows, described(cursor)
-                    if len(rows) < size:
-                        break
-        finally:
-            if reader is not driver:
-                await self.put_back(reader)
+        if self.in_memory:
+            async for page in read_cursor(driver, sql, args, size):
+                yield page
+            return
+        async with self.reading:
+            reader = await self.reader()
+            try:
+                async for page in read_cursor(reader, sql, args, size):
+                    yield page
+            except BaseException:
+                # In an unknown state (a cursor still open, say): closed, in a task of its own that a deadline passed
+                # meanwhile does not stop halfway, which would leave its thread running.
+                await asyncio.shield(reader.close())
+                raise
+            self.idle.append(reader)
 
     async def reader(self) -> Any:
         """Return an idle connection for reading lists, opened if there is none."""
-        if self.readers:
-            return self.readers.pop()
+        if self.idle:
+            return self.idle.pop()
         import aiosqlite
 
         reader = await aiosqlite.connect(self.url.database, isolation_level=None, **self.options())
         await reader.execute("PRAGMA query_only = ON")
         return reader
 
-    async def put_back(self, reader: Any) -> None:
-        if len(self.readers) < self.idle_readers:
-            self.readers.append(reader)
-        else:
-            await reader.close()
-
     async def close(self) -> None:
-        while self.readers:
-            await self.readers.pop().close()
+        while self.idle:
+            await self.idle.pop().close()
+
+
+async def read_cursor(driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+    """Yield the rows of ``sql`` ``size`` at a time from one cursor of aiosqlite's ``driver``."""
+    async with driver.execute(sql, args) as cursor:
+        while rows := await cursor.fetchmany(size):
+            yield rows, described(cursor)
+            if len(rows) < size:
+                break
 
 
 class PostgresBackend(Backend):
@@ -549,9 +560,13 @@ class PostgresBackend(Backend):
         await driver.executemany(sql, args)  # asyncpg: pipelined, all or none
 
     async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
-        async with driver.transaction():  # asyncpg's cursors live in a transaction
-            cursor = await driver.cursor(sql, *args)
-            while rows := await cursor.fetch(size):
+        # A cursor of SQL's own, not asyncpg's: asyncpg prepares a cursor's statement under a name of its connection's
+        # (__asyncpg_stmt_5__), which PgBouncer in transaction mode leaves on a server connection that another client
+        # is handed next. The cursor is named for its SQL, so that the FETCH that asyncpg caches reads its columns.
+        cursor = f"port_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
+        async with driver.transaction():
+            await driver.execute(f"DECLARE {cursor} NO SCROLL CURSOR FOR {sql}", *args)
+            while rows := await driver.fetch(f"FETCH {size} FROM {cursor}"):
                 yield rows, list(rows[0].keys())
                 if len(rows) < size:
                     break

@@ -1,7 +1,8 @@
 """How errors are answered: FastAPI's handlers (``fastapi/exception_handlers.py``), and the port's for failures.
 
-``exception_handlers`` is what FastAPI registers on every app, plus a 503 when the database fails, a 409 or 422 for
-data it refuses, and a JSON 500 for a bug: ``Starlette(exception_handlers=exception_handlers)``.
+``exception_handlers`` is what FastAPI registers on every app, plus a 503 when the database fails or the long lists
+being sent fill their spools, a 409 or 422 for data the database refuses, a quiet end for a client that left, and a
+JSON 500 for a bug: ``Starlette(exception_handlers=exception_handlers)``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from backends import ConstraintConflict, DatabaseError, ParameterNotStorable, RefusedByDatabase
-from routing import RequestValidationError
+from routing import RequestValidationError, SpoolsFull
 
 logger = logging.getLogger("notes_app")
 
@@ -48,6 +49,20 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"detail": "Database unavailable, try again later"}, status_code=503, headers={"Retry-After": "1"}
     )
+
+
+async def spools_full_handler(request: Request, exc: Exception) -> Response:
+    """Answer a 503 when the long lists being answered hold all the memory and disk they may: nothing else waits."""
+    logger.warning("%s %s refused: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "Too many long lists being sent, try again later"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """End quietly a request whose client left before it was read: nothing was done, and no one hears the answer."""
+    logger.info("%s %s: the client left before its request was read", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def refused_by_database_handler(request: Request, exc: Exception) -> Response:
@@ -91,5 +106,7 @@ exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     RequestValidationError: request_validation_exception_handler,
     DatabaseError: database_error_handler,
     RefusedByDatabase: refused_by_database_handler,
+    SpoolsFull: spools_full_handler,
+    ClientDisconnect: client_disconnect_handler,
     Exception: server_error_handler,
 }

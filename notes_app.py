@@ -25,13 +25,17 @@ from starlette.responses import Response
 
 from exception_handlers import exception_handlers
 from replicas import DatabaseSelector
-from routing import APIRoute, LimitRequestBody, serialize_response, stream_response, validate_request
+from routing import APIRoute, ClientLimits, Spools, serialize_pages, serialize_response, validate_request
 from schema import docs_routes
 from storage import Database, storable_in
 
 config = Config(".env" if os.path.exists(".env") else None)
 DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")
 MAX_BODY_SIZE = config("MAX_BODY_SIZE", cast=int, default=1024 * 1024)
+MAX_HEADER_SIZE = config("MAX_HEADER_SIZE", cast=int, default=8 * 1024)
+SEND_TIMEOUT = config("SEND_TIMEOUT", cast=float, default=60.0)  # a client that takes no bytes for so long is cut off
+MAX_SPOOL_MEMORY = config("MAX_SPOOL_MEMORY", cast=int, default=8 * 1024 * 1024)  # long lists being sent, in memory
+MAX_SPOOL_DISK = config("MAX_SPOOL_DISK", cast=int, default=1024 * 1024 * 1024)  # and on disk, past which a 503
 DATABASE_TIMEOUT = config("DATABASE_TIMEOUT", cast=float, default=10.0)
 DATABASE_REPLICA_URL = config("DATABASE_REPLICA_URL", default=None)  # PostgreSQL's read replicas, for GET requests
 DATABASE_REPLICA_MAX_LAG = config("DATABASE_REPLICA_MAX_LAG", cast=float, default=1.0)
@@ -78,7 +82,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def read_notes(request: Request) -> Response:
     query = notes.select()
-    return await stream_response(request, database.iterate_pages(query))  # FastAPI's version: fetched whole
+    return await serialize_pages(request, database.iterate_pages(query))  # FastAPI's version: fetch_all, in memory
 
 
 async def create_note(request: Request) -> Response:
@@ -94,9 +98,15 @@ routes = [
     APIRoute("/notes/", create_note, method="POST", body=NoteIn, response_model=Note),
 ]
 
-app = Starlette(
-    routes=routes + docs_routes(routes, title="Notes", version="0.1.0"),
-    middleware=[Middleware(LimitRequestBody, max_size=MAX_BODY_SIZE), Middleware(DatabaseSelector)],
-    exception_handlers=exception_handlers,
-    lifespan=lifespan,
+app = ClientLimits(
+    Starlette(
+        routes=routes + docs_routes(routes, title="Notes", version="0.1.0"),
+        middleware=[Middleware(DatabaseSelector)],
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    ),
+    max_body_size=MAX_BODY_SIZE,
+    max_header_size=MAX_HEADER_SIZE,
+    send_timeout=SEND_TIMEOUT,
+    spools=Spools(memory=MAX_SPOOL_MEMORY, disk=MAX_SPOOL_DISK),
 )

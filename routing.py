@@ -3,18 +3,21 @@
 FastAPI reads an endpoint's signature and, for each request, validates its path, query and header parameters and
 its body, then validates and serializes what it returns through its ``response_model``, with the route's status
 code. Here ``APIRoute`` declares those things once, and the endpoint makes each step itself, with one call each:
-``validate_request``, then ``serialize_response`` or, for a list that comes in pages, ``stream_response``.
+``validate_request``, then ``serialize_response`` or, for a list that comes in pages, ``serialize_pages``.
 ``schema.py`` documents the same declarations.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.message
 import functools
 import inspect
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+import logging
+import tempfile
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
@@ -23,10 +26,12 @@ from pydantic_core import PydanticUndefined
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
+
+logger = logging.getLogger("notes_app")
 
 
 class RequestValidationError(Exception):
@@ -172,13 +177,20 @@ async def read_body(request: Request) -> Any:
         raise HTTPException(status_code=400, detail="There was an error parsing the body") from None
 
 
-@functools.lru_cache(maxsize=64)
 def is_json(content_type: str) -> bool:
     """Whether FastAPI reads a body of ``content_type`` as JSON: ``application/json`` or ``application/*+json``."""
+    # Cached for speed where short: a cache keyed by what clients send keeps nothing large.
+    return reads_as_json(content_type) if len(content_type) <= 100 else parse_as_json(content_type)
+
+
+def parse_as_json(content_type: str) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+reads_as_json = functools.lru_cache(maxsize=64)(parse_as_json)
 
 
 @functools.cache
@@ -252,66 +264,183 @@ def is_body_allowed_for_status_code(status_code: int) -> bool:
     return not (status_code < 200 or status_code in (204, 205, 304))
 
 
-async def stream_response(request: Request, pages: AsyncGenerator[list[Any], None]) -> Response:
-    """Answer a list that comes in ``pages`` as ``serialize_response`` would, and page by page if there are several.
+async def serialize_pages(request: Request, pages: AsyncGenerator[list[Any], None]) -> Response:
+    """Answer a list that comes in ``pages`` as ``serialize_response`` would answer it whole: the same status, headers
+    (``content-length`` included) and bytes.
 
-    The bytes are the same either way; a list of several pages goes out with chunked transfer encoding, and memory
-    holds the bytes of one page at a time, however long the list. ``pages`` is closed however the answer ends, so
-    that what it holds (a cursor, a connection) is given back.
+    The pages are read to the end before anything is sent, so that the database is done with the list whatever pace
+    the client reads at; a list of several pages is serialized a page at a time into a ``Spool``, which keeps memory
+    bounded, and sent from there.
     """
     route = request.scope["route"]
-    assert isinstance(route, APIRoute), "stream_response() serves the endpoints of APIRoutes"
+    assert isinstance(route, APIRoute), "serialize_pages() serves the endpoints of APIRoutes"
     adapter = response_adapter(route.response_model)
-    try:
-        first = dump_json(adapter, await anext(pages, []))
-        second = dump_json(adapter, await anext(pages))
-    except StopAsyncIteration:
-        return Response(first, status_code=route.status_code, media_type="application/json")
-    except BaseException:
-        await pages.aclose()
-        raise
-    chunks = join_arrays(adapter, [first, second], pages)
-    return StreamingResponse(chunks, status_code=route.status_code, media_type="application/json")
-
-
-async def join_arrays(
-    adapter: TypeAdapter[Any], arrays: list[bytes], pages: AsyncGenerator[Any, None]
-) -> AsyncIterator[bytes]:
-    """Yield the items of the JSON ``arrays``, then of the ``pages`` serialized, as one JSON array; close ``pages``
-    however it ends (the client gone, say)."""
     async with contextlib.aclosing(pages):
-        separator = b"["
-        while arrays:
-            yield separator + arrays.pop(0)[1:-1]
-            separator = b","
-        async for page in pages:
-            chunk = b"," + dump_json(adapter, page)[1:-1]
-            del page  # Let the rows go while the client takes the bytes.
-            yield chunk
-        yield b"]"
+        first = dump_json(adapter, await anext(pages, []))
+        page = await anext(pages, None)
+        if page is None:
+            return Response(first, status_code=route.status_code, media_type="application/json")
+        spool = request.scope.get("spools", default_spools).open()
+        try:
+            spool.write(first[:-1])  # the items of each page, with "," between, in one array
+            separator = b"," if len(first) > 2 else b""
+            while page is not None:
+                if page:
+                    spool.write(separator + dump_json(adapter, page)[1:-1])
+                    separator = b","
+                del page  # Let the rows go before the next page comes.
+                page = await anext(pages, None)
+            spool.write(b"]")
+        except BaseException:
+            spool.close()
+            raise
+    return SpooledResponse(spool, status_code=route.status_code, media_type="application/json")
 
 
-class LimitRequestBody:
-    """Refuse a request body over ``max_size`` bytes with a 413: unread if its length says so, else once over."""
+class SpoolsFull(Exception):
+    """The long lists being answered hold all the memory and disk that ``Spools`` allows: a 503."""
 
-    def __init__(self, app: ASGIApp, max_size: int) -> None:
+
+class Spools:
+    """The bytes of the long lists being answered: each list's in memory while the lists in flight hold less than
+    ``memory`` bytes there, else in a temporary file; past ``disk`` bytes on disk a list is refused (``SpoolsFull``)."""
+
+    def __init__(self, memory: int = 8 * 1024 * 1024, disk: int = 1024 * 1024 * 1024) -> None:
+        self.memory = memory
+        self.disk = disk
+        self.held = {False: 0, True: 0}  # bytes held in memory, and on disk
+
+    def open(self) -> Spool:
+        return Spool(self)
+
+
+class Spool:
+    """One list's bytes, in memory until its ``Spools`` says to move them to disk (``SpooledTemporaryFile``)."""
+
+    def __init__(self, spools: Spools) -> None:
+        self.spools = spools
+        self.file = tempfile.SpooledTemporaryFile()  # no max_size: it rolls over when write() says
+        self.size = 0
+        self.on_disk = False
+
+    def write(self, data: bytes) -> None:
+        held = self.spools.held
+        if not self.on_disk and held[False] + len(data) > self.spools.memory:
+            self.file.rollover()
+            held[False] -= self.size
+            held[True] += self.size
+            self.on_disk = True
+        if self.on_disk and held[True] + len(data) > self.spools.disk:
+            raise SpoolsFull(f"the lists being answered hold {held[True]} bytes on disk")
+        try:
+            self.file.write(data)
+        except OSError as exc:  # the disk is full
+            raise SpoolsFull(str(exc)) from exc
+        held[self.on_disk] += len(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.spools.held[self.on_disk] -= self.size
+            self.file.close()
+
+
+default_spools = Spools()  # for an app without ``ClientLimits``
+
+
+class SpooledResponse(Response):
+    """An answer whose body is a ``Spool``'s bytes, sent a chunk at a time; the spool is closed once they are sent, or
+    once the client is gone."""
+
+    chunk_size = 64 * 1024
+
+    def __init__(self, spool: Spool, status_code: int, media_type: str) -> None:
+        super().__init__(status_code=status_code, headers={"content-length": str(spool.size)}, media_type=media_type)
+        self.spool = spool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            self.spool.file.seek(0)
+            while chunk := self.spool.file.read(self.chunk_size):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self.spool.close()
+
+
+class ClientLimits:
+    """Bound what one client may cost, around the app: a request body over ``max_body_size`` bytes is refused with a
+    413 (unread if its length says so, else once over), a header over ``max_header_size`` bytes with a 431, and a
+    client that takes no bytes of its answer for ``send_timeout`` seconds is cut off. ``spools`` holds the long lists
+    being answered."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_size: int,
+        max_header_size: int = 8 * 1024,
+        send_timeout: float = 60.0,
+        spools: Spools = default_spools,
+    ) -> None:
         self.app = app
-        self.max_size = max_size
+        self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
+        self.send_timeout = send_timeout
+        self.spools = spools
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if any(len(name) + len(value) > self.max_header_size for name, value in scope["headers"]):
+            response = JSONResponse({"detail": "Request Header Fields Too Large"}, status_code=431)
+            await response(scope, receive, send)
+            return
+        scope["spools"] = self.spools
+        await self.app(scope, self.limit_body(scope, receive), self.limit_stall(scope, send))
+
+    def limit_body(self, scope: Scope, receive: Receive) -> Receive:
         received = 0
 
         async def receive_limited() -> Message:
             nonlocal received
-            if not received and int(Headers(scope=scope).get("content-length") or 0) > self.max_size:
+            if not received and int(Headers(scope=scope).get("content-length") or 0) > self.max_body_size:
                 raise HTTPException(status_code=413, detail="Content Too Large")
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_size:
+            if received > self.max_body_size:
                 raise HTTPException(status_code=413, detail="Content Too Large")
             return message
 
-        await self.app(scope, receive_limited, send)
+        return receive_limited
+
+    def limit_stall(self, scope: Scope, send: Send) -> Send:
+        async def send_within_timeout(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError:
+                logger.info(
+                    "%s %s: the client took nothing for %g s: cut off",
+                    scope["method"],
+                    scope["path"],
+                    self.send_timeout,
+                )
+                cut_off(send)
+
+        return send_within_timeout
+
+
+def cut_off(send: Send) -> None:
+    """Close at once the connection that uvicorn's ``send`` answers on, and drop what it holds to send: uvicorn then
+    takes every later message of the answer as sent to a client gone.
+
+    A closed connection would wait for the client to take what it holds, which a stalled client never does; uvicorn
+    has no public name for the connection: its ``send`` is a method of the request's cycle, which keeps it as
+    ``transport``.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise RuntimeError("cut_off() needs uvicorn's send, with no middleware before ClientLimits")
+    transport.abort()

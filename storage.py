@@ -1,5 +1,5 @@
 """What the port adds to ``databases``: every statement compiled once, clean failures, SQLite without lost speed or
-notes, and long lists streamed.
+notes, and long lists read a page at a time.
 
 ``Database`` is ``databases.Database`` with these changes, all through its public methods:
 
@@ -22,8 +22,9 @@ notes, and long lists streamed.
 - a read, a write, or a group of writes, outside ``transaction()`` takes its connection from the backend's pool
   itself: ``databases``' ``Connection`` for the task (its locks, its transactions) serves transactions only,
   ``execute_many``'s among them;
-- ``iterate_pages`` reads any select of up to a page at once and streams a longer one a page at a time from one
-  cursor, in the order ``fetch_all`` gives, so that a long list never sits in memory at once;
+- ``iterate_pages`` reads any select of up to a page at once and a longer one a page at a time from one cursor, in
+  the order ``fetch_all`` gives, so that a long list never sits in memory at once, all within one deadline, so that
+  a caller that waits on a client between pages never holds the connection past it;
 - a lookup by a key that its column cannot hold finds no row, and any other value the database cannot take is a
   ``ParameterNotStorable`` (a 422 at the parameter it came from);
 - ``create_all`` is SQLAlchemy's ``metadata.create_all``, run on the app's own driver.
@@ -75,7 +76,7 @@ Result = TypeVar("Result")
 
 class Database(databases.Database):
     """``databases.Database``, each statement compiled once, failing with ``DatabaseError``, tuned on SQLite, and
-    able to stream any select.
+    able to read any select a page at a time.
 
     Every call is bounded by ``timeout`` seconds: past it the call fails with a ``DatabaseError``, the statement is
     cancelled on the server (PostgreSQL gets a cancel request; MySQL's lock waits end at the same time) and the
@@ -83,7 +84,7 @@ class Database(databases.Database):
     ``RefusedByDatabase``.
     """
 
-    page_size = 1000  # rows per query and per chunk of a streamed list
+    page_size = 1000  # rows per query of a long list, and per page serialized
 
     def __init__(
         self,
@@ -184,7 +185,7 @@ class Database(databases.Database):
 
     async def iterate_pages(self, query: ClauseElement) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yield the rows of ``query`` as dicts, ``page_size`` at a time, as ``fetch_all(query)`` would return them:
-        in its order, each value as ``databases`` gives it; however many, memory holds one page."""
+        in its order, from one snapshot, each value as ``databases`` gives it; however many, memory holds one page."""
         async with contextlib.aclosing(self.pages(query, None)) as pages:
             async for prepared, (rows, names) in pages:
                 # Held in a list and popped, so that nothing here keeps the page while the caller holds it.
@@ -196,7 +197,12 @@ class Database(databases.Database):
         self, query: ClauseElement | str, values: dict[str, Any] | None
     ) -> AsyncGenerator[tuple[Prepared, Described], None]:
         """Yield the rows of ``query`` a page at a time: read at once where a select gives no more than a page (as
-        most lists do), else streamed from one cursor."""
+        most lists do), else from one cursor.
+
+        The whole read is bounded by one deadline, whatever the caller does between pages: a caller that waits on
+        anything but the database (a client, say) gets a ``DatabaseError`` once ``timeout`` has passed, and the
+        connection is given back.
+        """
         at_once = at_most(query, self.page_size) if values is None else None
         if at_once is not None:
             prepared = self.statements.prepare(at_once, None)
@@ -206,9 +212,13 @@ class Database(databases.Database):
                 return
             del described  # One page more: all of it again, from a cursor, so that the rows come from one snapshot.
         prepared = self.statements.prepare(query, values)
-        async with contextlib.aclosing(self.stream(prepared)) as pages:
-            async for page in pages:
-                yield prepared, page
+        try:
+            async with self.bounded(), contextlib.aclosing(self.stream(prepared)) as pages:
+                async for page in pages:
+                    yield prepared, page
+        except (RefusedByDatabase, DatabaseError) as exc:
+            if not self.matches_nothing(exc, prepared):
+                raise
 
     async def read(self, prepared: Prepared, one: bool = False) -> Described:
         """Return the rows of ``prepared`` (only the first if ``one``) and, for a statement that does not type its
@@ -269,39 +279,18 @@ class Database(databases.Database):
         return await self.backend.acquire(self._backend)
 
     async def stream(self, prepared: Prepared) -> AsyncGenerator[Described, None]:
-        """Yield the rows of ``prepared`` a page at a time, on one connection, each page within the deadline; a page
-        that fails releases the connection within the same deadline."""
-        async with self.bounded():
-            if (leased := await self.replica()) is not None:
-                driver, release = leased.driver, leased.release
-            else:
-                driver, release = await self.acquire()
+        """Yield the rows of ``prepared`` a page at a time from one cursor on one connection, given back however the
+        read ends."""
+        if (leased := await self.replica()) is not None:
+            driver, release = leased.driver, leased.release
+        else:
+            driver, release = await self.acquire()
         pages = self.backend.stream(driver, prepared.sql, prepared.args, self.page_size)
-        done = False
         try:
-            while not done:
-                try:
-                    # A page is read whole, so that a request cancelled meanwhile (its client gone) stops between
-                    # pages, where its cursor closes cleanly; the deadline still bounds the read.
-                    async with self.bounded():
-                        with anyio.CancelScope(shield=True):
-                            try:
-                                page = await anext(pages, None)
-                            except BaseException:
-                                done = True
-                                await close_stream(pages, release)
-                                raise
-                except (RefusedByDatabase, DatabaseError) as exc:
-                    if self.matches_nothing(exc, prepared):
-                        return
-                    raise
-                if page is None:
-                    return
+            while (page := await anext(pages, None)) is not None:
                 yield page
         finally:
-            if not done:
-                async with self.bounded():
-                    await close_stream(pages, release)
+            await close_stream(pages, release)
 
     def matches_nothing(self, exc: RefusedByDatabase | DatabaseError, prepared: Prepared, reading: bool = True) -> bool:
         """Whether ``exc`` is a value that a column cannot hold, given for ``reading`` rows where the column equals it,
@@ -401,9 +390,9 @@ async def nothing_to_release() -> None:
 
 
 async def close_stream(pages: AsyncGenerator[Any, None], release: Callable[[], Awaitable[Any]]) -> None:
-    """Close the cursor behind ``pages``, then ``release`` its connection, even where the request is cancelled: a
+    """Close the cursor behind ``pages``, then ``release`` its connection, even where the read was cancelled: a
     connection given back inside the cursor's transaction would be rolled back by asyncpg's pool, with a warning. The
-    caller's deadline still bounds it."""
+    read's deadline still bounds it."""
     with anyio.CancelScope(shield=True):
         try:
             await pages.aclose()

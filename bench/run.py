@@ -69,7 +69,7 @@ TYPED_EDITS = [
 # The port's list read as the FastAPI version reads it, through fetch_all: the path every other query takes.
 FETCHED_EDITS = [
     (
-        "return await stream_response(request, database.iterate_pages(query))",
+        "return await serialize_pages(request, database.iterate_pages(query))",
         "return serialize_response(request, await database.fetch_all(query))",
     )
 ]

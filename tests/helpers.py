@@ -505,3 +505,35 @@ def send(client: TestClient, request: tuple[str, str, dict[str, str], bytes]) ->
 def summary(response: httpx.Response) -> dict[str, Any]:
     headers = {name: response.headers.get(name) for name in ("content-type", "allow", "location", "content-length")}
     return {"status": response.status_code, "headers": headers, "content": response.content}
+
+
+def stalled_reader(base_url: str, request: bytes = b"GET /notes/ HTTP/1.1\r\nHost: notes\r\n\r\n") -> socket.socket:
+    """Return a socket that sent ``request`` and read its answer's status line and headers, and will read nothing
+    more: a 4 KiB receive buffer and 1,400-byte segments, as on a real network, so that loopback does not take the
+    answer for it."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+    sock.settimeout(60)
+    sock.connect((host, int(port)))
+    sock.sendall(request)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):  # a byte at a time: nothing of the body is taken
+        byte = sock.recv(1)
+        assert byte, f"closed after {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> int:
+    """Read ``sock`` until the server closes or resets it, within ``timeout`` seconds; return the bytes read."""
+    sock.settimeout(timeout)
+    read = 0
+    try:
+        while chunk := sock.recv(65536):
+            read += len(chunk)
+    except ConnectionResetError:
+        pass
+    return read

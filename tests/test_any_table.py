@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from exception_handlers import exception_handlers
-from routing import APIRoute, serialize_response, stream_response, validate_request
+from routing import APIRoute, serialize_pages, serialize_response, validate_request
 from schema import docs_routes
 from storage import Database
 from tests.helpers import BACKENDS, fastapi_app_of, new_database
@@ -185,7 +185,7 @@ def port_app(url: str, table: sqlalchemy.Table, note_in: type[BaseModel], note: 
         await database.disconnect()
 
     async def read_notes(request: Request) -> Response:
-        return await stream_response(request, database.iterate_pages(table.select().order_by(table.c.id)))
+        return await serialize_pages(request, database.iterate_pages(table.select().order_by(table.c.id)))
 
     async def create_note(request: Request) -> Response:
         body = (await validate_request(request)).body

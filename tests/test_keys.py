@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from exception_handlers import exception_handlers
-from routing import APIRoute, stream_response
+from routing import APIRoute, serialize_pages
 from storage import Database
 from tests.helpers import BACKENDS, fastapi_app_of, new_database
 
@@ -74,7 +74,7 @@ def port_app(url: str, table: sqlalchemy.Table, item: type[BaseModel]) -> Starle
         await database.disconnect()
 
     async def read_items(request: Request) -> Response:
-        return await stream_response(request, database.iterate_pages(table.select()))
+        return await serialize_pages(request, database.iterate_pages(table.select()))
 
     routes = [APIRoute("/items/", read_items, method="GET", response_model=list[item])]  # type: ignore[valid-type]
     return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
