@@ -63,7 +63,10 @@ bench: $(VENV)/.test node_modules/.installed
 	$(BIN)/python -m bench.run
 
 # The fault loops too long for every run: the slow-client tests with the client at work for a minute, 300 stalled
-# readers on SQLite, and 30,000 POSTs past one stalled reader.
+# readers on SQLite and 30,000 POSTs past one stalled reader; 1,000 keyed POSTs retried through stalls; ten
+# failovers of each URL form.
 soak: $(VENV)/.test
-	SLOW_CLIENT_SECONDS=60 STALLED_ON_SQLITE=300 WAL_POSTS=30000 $(BIN)/python -m pytest -p no:cacheprovider \
-		tests/test_slow_clients.py
+	SLOW_CLIENT_SECONDS=60 STALLED_ON_SQLITE=300 WAL_POSTS=30000 KEYED_POSTS=1000 FAILOVER_RUNS=10 \
+		$(BIN)/python -m pytest -p no:cacheprovider tests/test_slow_clients.py \
+		tests/test_idempotency.py::test_retries_through_stalls_store_each_note_once \
+		"tests/test_cluster.py::test_a_failover_loses_no_acknowledged_note"

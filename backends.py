@@ -218,6 +218,14 @@ class Backend:
         await connection.acquire()
         return connection.raw_connection, connection.release
 
+    def reusable_after(self, exc: BaseException) -> bool:
+        """Whether a connection whose operation ended with ``exc`` is in a known state: ``exc`` is an error the
+        database sent, or one the driver raised before it sent anything."""
+        return isinstance(exc, sqlite3.Error)
+
+    def discard(self, driver: Any) -> None:
+        """Close the ``driver``'s connection at once, so that its pool does not hand it out again."""
+
     async def close(self) -> None:
         """Close what the backend opened besides ``databases``' connections."""
 
@@ -400,8 +408,9 @@ class PostgresBackend(Backend):
 
         self.asyncpg = asyncpg
         self.hosts = listed_hosts(str(url))
-        # asyncpg's InterfaceError includes its DataError for a value it cannot send, which is a ValueError too.
-        self.errors = Backend.errors + (asyncpg.PostgresError, asyncpg.InterfaceError)
+        # asyncpg's InterfaceError includes its DataError for a value it cannot send, which is a ValueError too; its
+        # InternalClientError is a connection in a state it did not expect, as in the middle of a failover.
+        self.errors = Backend.errors + (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
     def databases_dialect(self) -> sqlalchemy.Dialect:
         from databases.backends.dialects.psycopg import dialect as postgres_dialect
@@ -430,6 +439,17 @@ class PostgresBackend(Backend):
     async def acquire(self, backend: databases.interfaces.DatabaseBackend) -> tuple[Any, Release]:
         driver, _ = await super().acquire(backend)
         return driver, functools.partial(release_to_pool, driver)
+
+    def reusable_after(self, exc: BaseException) -> bool:
+        # The server's errors; asyncpg's DataError for a value it cannot send, an InterfaceError and a ValueError; and
+        # a cancellation, which asyncpg sends on to the server, and waits for before the connection is given back.
+        asyncpg = self.asyncpg
+        if isinstance(exc, asyncpg.InterfaceError):
+            return isinstance(exc, ValueError)
+        return isinstance(exc, asyncpg.PostgresError | asyncio.CancelledError)
+
+    def discard(self, driver: Any) -> None:
+        driver.terminate()  # asyncpg's pool then opens another in its place
 
     def sqlalchemy_query(self) -> dict[str, str]:
         # SQLAlchemy's asyncpg dialect takes a cluster's hosts as host=h1,h2&port=p1,p2.
@@ -622,6 +642,14 @@ class MySQLBackend(Backend):
 
         self.pymysql = pymysql
         self.errors = Backend.errors + (pymysql.Error,)
+
+    def reusable_after(self, exc: BaseException) -> bool:
+        # MySQL's own errors are numbered below 2000, the client's (2013, a connection lost) from 2000 on.
+        code = exc.args[0] if isinstance(exc, self.pymysql.Error) and exc.args else None
+        return isinstance(code, int) and code < 2000
+
+    def discard(self, driver: Any) -> None:
+        driver.close()  # aiomysql's pool does not hand out a closed connection
 
     def options(self) -> dict[str, Any]:
         seconds = max(1, int(self.timeout))

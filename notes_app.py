@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from exception_handlers import exception_handlers
+from idempotency import IdempotencyKeys
 from replicas import DatabaseSelector
 from routing import APIRoute, ClientLimits, Spools, serialize_pages, serialize_response, validate_request
 from schema import docs_routes
@@ -39,6 +40,7 @@ MAX_SPOOL_DISK = config("MAX_SPOOL_DISK", cast=int, default=1024 * 1024 * 1024) 
 DATABASE_TIMEOUT = config("DATABASE_TIMEOUT", cast=float, default=10.0)
 DATABASE_REPLICA_URL = config("DATABASE_REPLICA_URL", default=None)  # PostgreSQL's read replicas, for GET requests
 DATABASE_REPLICA_MAX_LAG = config("DATABASE_REPLICA_MAX_LAG", cast=float, default=1.0)
+IDEMPOTENCY_TTL = config("IDEMPOTENCY_TTL", cast=float, default=24 * 60 * 60)  # how long a key's answer is kept
 
 database = Database(
     DATABASE_URL,
@@ -58,6 +60,8 @@ notes = sqlalchemy.Table(
     sqlalchemy.Column("completed", sqlalchemy.Boolean),
     mysql_charset="utf8mb4",  # 4-byte UTF-8, emoji included, whatever the server's default
 )
+
+idempotency_keys = IdempotencyKeys(database, metadata, ttl=IDEMPOTENCY_TTL)  # the port's own: a retry's answer
 
 
 class NoteIn(BaseModel):
@@ -95,7 +99,7 @@ async def create_note(request: Request) -> Response:
 
 routes = [
     APIRoute("/notes/", read_notes, method="GET", response_model=list[Note]),
-    APIRoute("/notes/", create_note, method="POST", body=NoteIn, response_model=Note),
+    APIRoute("/notes/", create_note, method="POST", body=NoteIn, response_model=Note, idempotency=idempotency_keys),
 ]
 
 app = ClientLimits(

@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Annotated, Any, NamedTuple, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -30,6 +30,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
+
+if TYPE_CHECKING:
+    from idempotency import IdempotencyKeys
 
 logger = logging.getLogger("notes_app")
 
@@ -71,8 +74,11 @@ class APIRoute(Route):
         responses: dict[int | str, dict[str, Any]] | None = None,
         deprecated: bool | None = None,
         include_in_schema: bool = True,
+        idempotency: IdempotencyKeys | None = None,
     ) -> None:
         super().__init__(path, endpoint, methods=[method], include_in_schema=include_in_schema)
+        if idempotency is not None:  # the port's own: FastAPI has no Idempotency-Key
+            self.app = idempotency.wrap(self.app)
         # Starlette adds HEAD to a GET route; FastAPI does not, and answers HEAD with a 405.
         self.method = method.upper()
         self.methods = {self.method}

@@ -162,6 +162,26 @@ class Database(databases.Database):
         connection = self.connection if self.backend.in_memory else super().connection
         return Transaction(connection, force_rollback=force_rollback, **kwargs)
 
+    async def end(self, transaction: Transaction, commit: bool) -> None:
+        """Commit ``transaction``, or roll it back, within the deadline, and give its connection back however that
+        ends: a rollback that fails (on a connection lost, which took the transaction with it) is not an error.
+
+        ``databases`` keeps the connection of a transaction whose commit or rollback failed: its ``Transaction``
+        gives it back after them, as ``_connection.__aexit__()``, and keeps its state as ``_transaction``.
+        """
+        try:
+            async with self.bounded():
+                await (transaction.commit() if commit else transaction.rollback())
+        except DatabaseError:
+            if transaction._transaction is not None:
+                transaction._transaction = None
+                connection = transaction._connection
+                self.backend.discard(connection.raw_connection)  # in a state unknown
+                with contextlib.suppress(*self.backend.errors):
+                    await connection.__aexit__()
+            if commit:
+                raise
+
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
         prepared = self.statements.prepare(query, values)
         return prepared.records(*await self.read(prepared))
@@ -228,13 +248,13 @@ class Database(databases.Database):
             async with self.bounded():
                 if (leased := await self.replica()) is not None:
                     try:
-                        return await self.fetch(leased.driver, prepared, one)
+                        return await self.run_on(
+                            leased.driver, leased.release, lambda driver: self.fetch(driver, prepared, one)
+                        )
                     except self.backend.errors as exc:
                         if self.backend.refusal(exc) is not None:
                             raise
                         leased.replica.skip(f"failed: {exc}")  # and the primary reads it
-                    finally:
-                        await leased.release()
                 return await self.with_connection(lambda driver: self.fetch(driver, prepared, one))
         except (RefusedByDatabase, DatabaseError) as exc:
             if self.matches_nothing(exc, prepared):
@@ -257,8 +277,18 @@ class Database(databases.Database):
     async def with_connection(self, call: Callable[[Any], Awaitable[Result]]) -> Result:
         """Return what ``call`` returns for the driver's connection that ``acquire`` gives, given back after."""
         driver, release = await self.acquire()
+        return await self.run_on(driver, release, call)
+
+    async def run_on(self, driver: Any, release: Release, call: Callable[[Any], Awaitable[Result]]) -> Result:
+        """Return what ``call`` returns for ``driver``, then ``release`` it: closed first where the call ended in any
+        other way than a result or an error the database sent (cancelled, or the driver's own error), so that a
+        connection in an unknown state never serves another operation."""
         try:
             return await call(driver)
+        except BaseException as exc:
+            if not self.backend.reusable_after(exc) and not self.in_transaction():
+                self.backend.discard(driver)
+            raise
         finally:
             await release()
 
@@ -289,6 +319,10 @@ class Database(databases.Database):
         try:
             while (page := await anext(pages, None)) is not None:
                 yield page
+        except BaseException as exc:
+            if not self.backend.reusable_after(exc) and not self.in_transaction():
+                self.backend.discard(driver)
+            raise
         finally:
             await close_stream(pages, release)
 
@@ -337,7 +371,7 @@ class Database(databases.Database):
                 if group is not None and len(statements) == 1 and statements[0].statement.groupable:
                     return [await group.execute(statements[0].write())]
                 if len(statements) == 1:
-                    return await self.with_connection(lambda driver: execute_all(driver, statements))
+                    return await self.with_connection(lambda driver: execute_alone(driver, statements[0]))
                 async with self.connection() as connection, connection.transaction():
                     return await execute_all(connection.raw_connection, statements)
         except (RefusedByDatabase, DatabaseError) as exc:
@@ -345,11 +379,22 @@ class Database(databases.Database):
                 self.matches_nothing(exc, prepared, reading=False)  # raises where a parameter is at fault
             raise
 
-    async def commit_in_one_transaction(self, group: list[list[Prepared]]) -> list[Any]:
-        """Run the statements of ``group`` in one transaction: on SQLite, one fsync for all of them."""
+    async def commit_in_one_transaction(self, send: Send[list[Prepared]]) -> list[Any]:
+        """Run the statements of the group that ``send`` gives in one transaction, once it holds the write lock: on
+        SQLite, one fsync for all of them, and nothing sent for a request that gave up while another process wrote."""
         connection = self.connection()
-        async with connection.transaction():
-            return [await execute_all(connection.raw_connection, item) for item in group]
+        if self.backend.in_memory:  # no other connection can lock it, and a transaction() may be open on it
+            async with connection.transaction():
+                return [await execute_all(connection.raw_connection, item) for item in send()]
+        driver = connection.raw_connection
+        await driver.execute("BEGIN IMMEDIATE")
+        try:
+            results = [await execute_all(driver, item) for item in send()]
+        except BaseException:
+            await driver.execute("ROLLBACK")
+            raise
+        await driver.execute("COMMIT")
+        return results
 
     def write_group(self) -> GroupCommit[Any] | None:
         """Return where this task's writes wait to be committed together with others' (on SQLite, and on PostgreSQL
@@ -365,10 +410,11 @@ class Database(databases.Database):
         connection = self._global_connection or self._connection
         return connection is not None and bool(connection._transaction_stack)
 
-    async def write_together(self, group: list[Write]) -> list[Any]:
-        """Run the writes of ``group`` together (the backend's ``write_together``) and return their results."""
+    async def write_together(self, send: Send[Write]) -> list[Any]:
+        """Run the writes of the group that ``send`` gives, once a connection is had, together (the backend's
+        ``write_together``), and return their results."""
         async with self.bounded():
-            return await self.with_connection(lambda driver: self.backend.write_together(driver, group))
+            return await self.with_connection(lambda driver: self.backend.write_together(driver, send()))
 
     async def create_all(self, metadata: sqlalchemy.MetaData) -> None:
         """Create what ``metadata`` holds and the database lacks, with SQLAlchemy's ``metadata.create_all``: tables,
@@ -383,6 +429,19 @@ class Database(databases.Database):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def execute_alone(driver: Any, prepared: Prepared) -> list[Any]:
+    """Run ``prepared`` on the ``driver``'s connection, a transaction of its own; a deadline that passes once it is
+    sent leaves its outcome unknown, and the log says so."""
+    try:
+        return [await prepared.execute(driver)]
+    except asyncio.CancelledError:
+        logger.warning(OUTCOME_UNKNOWN)
+        raise
+
+
+OUTCOME_UNKNOWN = "A write given up at its deadline had been sent: outcome unknown"
 
 
 async def nothing_to_release() -> None:
@@ -442,25 +501,44 @@ class Deadline:
 
 
 Item = TypeVar("Item")
+Send = Callable[[], list[Item]]  # the items of a group whose requests still wait, marked as sent
+
+
+class Waiting(Generic[Item]):
+    """An item to commit, the future its request waits on, and whether it was sent to the database."""
+
+    __slots__ = ("item", "future", "sent")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent = False
 
 
 class GroupCommit(Generic[Item]):
     """Commit items in groups, with ``commit``, and give each its result once its group is committed.
 
-    A group that fails for some of its items (anything but a ``DatabaseError``: a refusal of some item's data) is
-    committed again one item at a time: only the items at fault fail.
+    ``commit`` takes the group's items by calling ``send`` once the database is ready to take them (a connection
+    had, a write lock held): an item whose request gave up before then is left out, never sent. A group that fails
+    for some of its items (anything but a ``DatabaseError``: a refusal of some item's data) is committed again one
+    item at a time: only the items at fault fail.
     """
 
-    def __init__(self, commit: Callable[[list[Item]], Coroutine[Any, Any, list[Any]]]) -> None:
+    def __init__(self, commit: Callable[[Send[Item]], Coroutine[Any, Any, list[Any]]]) -> None:
         self.commit = commit
-        self.queue: asyncio.Queue[tuple[Item, asyncio.Future[Any]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Waiting[Item]] = asyncio.Queue()
         self.task = asyncio.create_task(self.run())
 
     async def execute(self, item: Item) -> Any:
         """Return the result of ``item`` once it is committed."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((item, future))
-        return await future
+        waiting = Waiting(item)
+        self.queue.put_nowait(waiting)
+        try:
+            return await waiting.future
+        except asyncio.CancelledError:
+            if waiting.sent:
+                logger.warning(OUTCOME_UNKNOWN)
+            raise
 
     async def run(self) -> None:
         """Commit, over and over, all the items waiting: those that arrive meanwhile make the next group."""
@@ -470,24 +548,31 @@ class GroupCommit(Generic[Item]):
                 group.append(self.queue.get_nowait())
             await self.commit_group(group)
 
-    async def commit_group(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
+    async def commit_group(self, group: list[Waiting[Item]]) -> None:
+        sent: list[Waiting[Item]] = []
+
+        def send() -> list[Item]:
+            sent[:] = [waiting for waiting in group if not waiting.future.done()]
+            for waiting in sent:
+                waiting.sent = True
+            return [waiting.item for waiting in sent]
+
         try:
             # A task for each group: a deadline passed in ``commit`` cancels that task, never the loop that collects
             # the groups.
-            results: list[Any] = await asyncio.create_task(self.commit([item for item, _ in group]))
+            results: list[Any] = await asyncio.create_task(self.commit(send))
         except Exception as exc:
-            if len(group) > 1 and not isinstance(exc, DatabaseError):
-                for waiting in group:
+            if len(sent) > 1 and not isinstance(exc, DatabaseError):
+                for waiting in sent:
                     await self.commit_group([waiting])
                 return
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
         else:
-            for (_, future), result in zip(group, results):
-                # A cancelled request's future is done already; its note is stored all the same.
-                if not future.done():
-                    future.set_result(result)
+            for waiting, result in zip(sent, results):
+                if not waiting.future.done():
+                    waiting.future.set_result(result)
 
     async def stop(self) -> None:
         self.task.cancel()

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -505,6 +506,50 @@ def send(client: TestClient, request: tuple[str, str, dict[str, str], bytes]) ->
 def summary(response: httpx.Response) -> dict[str, Any]:
     headers = {name: response.headers.get(name) for name in ("content-type", "allow", "location", "content-length")}
     return {"status": response.status_code, "headers": headers, "content": response.content}
+
+
+@contextlib.contextmanager
+def notes_locked(database_url: str) -> Iterator[None]:
+    """Hold, from another session, a lock on ``notes`` that blocks the app's writes, and its reads but on SQLite."""
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(
+            sqlite3.connect(databases.DatabaseURL(database_url).database, isolation_level=None)
+        ) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            yield
+            writer.execute("ROLLBACK")
+        return
+    if database_url.startswith("mysql"):
+        url = databases.DatabaseURL(database_url)
+        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLES notes WRITE")
+                yield
+                cursor.execute("UNLOCK TABLES")
+        finally:
+            connection.close()
+        return
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finally:
+            await connection.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    try:
+        assert locked.wait(timeout=10)
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 def stalled_reader(base_url: str, request: bytes = b"GET /notes/ HTTP/1.1\r\nHost: notes\r\n\r\n") -> socket.socket:

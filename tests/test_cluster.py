@@ -190,14 +190,22 @@ class Failover:
         self.killed = 0.0
 
 
-@pytest.mark.parametrize("through", ["direct", "pgbouncer-transaction"])
-def test_a_failover_loses_no_acknowledged_note(through: str) -> None:
+FAILOVER_RUNS = int(os.environ.get("FAILOVER_RUNS", "1"))  # make soak runs each ten times
+
+
+@pytest.mark.parametrize("run", range(FAILOVER_RUNS))
+@pytest.mark.parametrize("through", ["netloc", "host=h:p&host=h:p", "pgbouncer-transaction"])
+def test_a_failover_loses_no_acknowledged_note(through: str, run: int) -> None:
     with postgres_cluster() as cluster, contextlib.ExitStack() as stack:
         nodes = ["primary", "standby"]
         bouncer = None
-        if through == "direct":
+        if through == "netloc":
             hosts = ",".join(f"127.0.0.1:{cluster.ports[node]}" for node in nodes)
             options = "target_session_attrs=read-write"
+        elif through == "host=h:p&host=h:p":
+            hosts = ""
+            options = "&".join(f"host=127.0.0.1:{cluster.ports[node]}" for node in nodes)
+            options += "&target_session_attrs=read-write"
         else:
             # One PgBouncer in front, pointed at the new primary once it is promoted, as an HA manager's callback
             # does; a client waits for a server at most a second.

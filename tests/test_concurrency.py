@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -58,9 +59,13 @@ def count_groups(database: Database) -> list[int]:
     group_sizes: list[int] = []
     commit = database.group_commit.commit
 
-    async def counted(group: list[Any]) -> list[Any]:
-        group_sizes.append(len(group))
-        return list(await commit(group))
+    async def counted(send: Callable[[], list[Any]]) -> list[Any]:
+        def counted_send() -> list[Any]:
+            group = send()
+            group_sizes.append(len(group))
+            return group
+
+        return list(await commit(counted_send))
 
     database.group_commit.commit = counted
     return group_sizes

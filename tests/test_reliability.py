@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -35,7 +36,7 @@ from starlette.testclient import TestClient
 from backends import DatabaseError
 from routing import SpooledResponse
 from storage import Database
-from tests.helpers import BACKENDS, free_port, load, rss_mib, seed, serve
+from tests.helpers import BACKENDS, free_port, load, notes_locked, rss_mib, seed, serve
 
 LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")
 
@@ -298,42 +299,6 @@ def texts(url: str) -> list[str]:
     return [note["text"] for note in response.json()]
 
 
-@contextlib.contextmanager
-def notes_locked(database_url: str) -> Iterator[None]:
-    """Hold, from another session, a lock on ``notes`` that blocks the app's reads and writes."""
-    if database_url.startswith("mysql"):
-        url = DatabaseURL(database_url)
-        connection = pymysql.connect(host=url.hostname, port=url.port, user=url.username, database=url.database)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("LOCK TABLES notes WRITE")
-                yield
-                cursor.execute("UNLOCK TABLES")
-        finally:
-            connection.close()
-        return
-    locked, release = threading.Event(), threading.Event()
-
-    async def hold() -> None:
-        connection = await asyncpg.connect(database_url)
-        try:
-            async with connection.transaction():
-                await connection.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
-                locked.set()
-                await asyncio.get_running_loop().run_in_executor(None, release.wait)
-        finally:
-            await connection.close()
-
-    thread = threading.Thread(target=asyncio.run, args=(hold(),))
-    thread.start()
-    try:
-        assert locked.wait(timeout=10)
-        yield
-    finally:
-        release.set()
-        thread.join()
-
-
 def statements_waiting(database_url: str) -> int:
     """Return how many statements wait for a lock in the test's database, as the server sees them."""
     url = DatabaseURL(database_url)
@@ -383,6 +348,69 @@ def test_a_held_lock_is_a_503_within_the_timeout(database_url: str) -> None:
         created = httpx.post(f"{server.url}/notes/", json={"text": "after", "completed": False})
         assert created.status_code == 200, created.text
         assert texts(server.url) == ["before", "after"]
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_a_503_stores_nothing_but_a_write_the_log_marks_outcome_unknown(database_url: str, tmp_path: Path) -> None:
+    """100 POSTs while another session holds the table past their deadline, the last ones still waiting when it lets
+    go: a write whose request gave up is never sent afterwards, and a 503'd note stored is one whose write was on its
+    way, which the log marks."""
+    log = tmp_path / "stderr"
+    env = {"DATABASE_URL": database_url, "DATABASE_TIMEOUT": "1"}
+    with log.open("w") as stderr, serve("notes_app:app", env, stderr=stderr) as server:
+        assert httpx.post(f"{server.url}/notes/", json={"text": "before", "completed": True}).status_code == 200
+
+        async def post_while_held() -> list[tuple[str, int]]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
+                async def post(index: int) -> tuple[str, int]:
+                    await asyncio.sleep(index * 0.03)
+                    text = f"note {index}"
+                    return text, (await client.post("/notes/", json={"text": text, "completed": True})).status_code
+
+                with contextlib.ExitStack() as held:
+                    held.enter_context(notes_locked(database_url))
+                    posts = asyncio.gather(*(post(index) for index in range(100)))
+                    await asyncio.sleep(2.5)
+                    held.close()
+                    return await posts
+
+        answers = asyncio.run(post_while_held())
+        time.sleep(2)  # a write still queued has had its chance
+        listed = set(texts(server.url))
+    statuses = collections.Counter(status for _, status in answers)
+    assert set(statuses) == {200, 503}, statuses
+    assert {text for text, status in answers if status == 200} <= listed
+    stored = {text for text, status in answers if status == 503} & listed
+    assert len(stored) <= log.read_text().count("outcome unknown"), (len(stored), statuses)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_a_connection_whose_statement_was_given_up_serves_no_other(database_url: str) -> None:
+    """A statement cut off by its deadline leaves its connection in the middle of an answer: the next statements on a
+    pool of one each get their own answer, never the old one (asyncpg cancels on the server and waits, aiomysql and
+    the port close such a connection)."""
+
+    async def calls() -> None:
+        database = Database(database_url, timeout=1, min_size=1, max_size=1)
+        await database.connect()
+        try:
+            for _ in range(3):
+                with pytest.raises(DatabaseError, match="no answer in 1 s"):
+                    await database.fetch_val(
+                        sqlalchemy.text(
+                            "SELECT 7 FROM (SELECT pg_sleep(3)) AS s"
+                            if database.url.dialect == "postgresql"
+                            else "SELECT SLEEP(3) + 7"
+                        )
+                    )
+                assert await database.fetch_val(sqlalchemy.text("SELECT 42")) == 42
+            answers = await asyncio.gather(*(database.fetch_val(sqlalchemy.text(f"SELECT {n}")) for n in range(20)))
+            assert answers == list(range(20))
+        finally:
+            await database.disconnect()
+
+    asyncio.run(calls())
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
