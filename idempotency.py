@@ -57,7 +57,7 @@ class IdempotencyKeys:
         self.running: set[str] = set()  # the keys whose first request runs in this process
         self.swept = 0.0
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
+    def __call__(self, app: ASGIApp) -> ASGIApp:
         """Return ``app``, a route's, answering the requests that carry an ``Idempotency-Key`` once per key."""
 
         async def keyed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,10 +102,9 @@ class IdempotencyKeys:
             await transaction.start()
         try:
             await app(scope, receive, keep)
-            if not 200 <= messages[0]["status"] < 300:
-                await self.database.end(transaction, commit=False)
-                return messages
-            await self.database.execute(self.table.insert(), self.record(key, fingerprint, messages))
+            succeeded = 200 <= messages[0]["status"] < 300
+            if succeeded:
+                await self.database.execute(self.table.insert(), self.record(key, fingerprint, messages))
         except ConstraintConflict:  # the same key, committed meanwhile by a request in another process
             await self.database.end(transaction, commit=False)
             if (recorded := await self.recorded(key, fingerprint)) is None:  # and expired at once: never with a ttl
@@ -114,7 +113,7 @@ class IdempotencyKeys:
         except BaseException:
             await self.database.end(transaction, commit=False)
             raise
-        await self.database.end(transaction, commit=True)
+        await self.database.end(transaction, commit=succeeded)
         return messages
 
     def record(self, key: str, fingerprint: str, messages: list[Message]) -> dict[str, Any]:

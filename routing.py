@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, get_args, get_origin
+from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -30,9 +30,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
-
-if TYPE_CHECKING:
-    from idempotency import IdempotencyKeys
 
 logger = logging.getLogger("notes_app")
 
@@ -74,11 +71,11 @@ class APIRoute(Route):
         responses: dict[int | str, dict[str, Any]] | None = None,
         deprecated: bool | None = None,
         include_in_schema: bool = True,
-        idempotency: IdempotencyKeys | None = None,
+        idempotency: Callable[[ASGIApp], ASGIApp] | None = None,
     ) -> None:
         super().__init__(path, endpoint, methods=[method], include_in_schema=include_in_schema)
-        if idempotency is not None:  # the port's own: FastAPI has no Idempotency-Key
-            self.app = idempotency.wrap(self.app)
+        if idempotency is not None:  # the port's own, IdempotencyKeys: FastAPI has no Idempotency-Key
+            self.app = idempotency(self.app)
         # Starlette adds HEAD to a GET route; FastAPI does not, and answers HEAD with a 405.
         self.method = method.upper()
         self.methods = {self.method}
@@ -288,8 +285,9 @@ async def serialize_pages(request: Request, pages: AsyncGenerator[list[Any], Non
             return Response(first, status_code=route.status_code, media_type="application/json")
         spool = request.scope.get("spools", default_spools).open()
         try:
-            spool.write(first[:-1])  # the items of each page, with "," between, in one array
-            separator = b"," if len(first) > 2 else b""
+            # One array: the first page's without its "]", then the items of each other page after a ",".
+            spool.write(first[:-1])
+            separator = b"," if len(first) > 2 else b""  # none after an empty first page: "[]"
             while page is not None:
                 if page:
                     spool.write(separator + dump_json(adapter, page)[1:-1])
@@ -314,7 +312,8 @@ class Spools:
     def __init__(self, memory: int = 8 * 1024 * 1024, disk: int = 1024 * 1024 * 1024) -> None:
         self.memory = memory
         self.disk = disk
-        self.held = {False: 0, True: 0}  # bytes held in memory, and on disk
+        self.in_memory = 0  # bytes the lists hold in memory now
+        self.on_disk = 0  # and on disk
 
     def open(self) -> Spool:
         return Spool(self)
@@ -327,27 +326,33 @@ class Spool:
         self.spools = spools
         self.file = tempfile.SpooledTemporaryFile()  # no max_size: it rolls over when write() says
         self.size = 0
-        self.on_disk = False
+        self.rolled_over = False
 
     def write(self, data: bytes) -> None:
-        held = self.spools.held
-        if not self.on_disk and held[False] + len(data) > self.spools.memory:
+        spools = self.spools
+        if not self.rolled_over and spools.in_memory + len(data) > spools.memory:
             self.file.rollover()
-            held[False] -= self.size
-            held[True] += self.size
-            self.on_disk = True
-        if self.on_disk and held[True] + len(data) > self.spools.disk:
-            raise SpoolsFull(f"the lists being answered hold {held[True]} bytes on disk")
+            self.rolled_over = True
+            spools.in_memory -= self.size
+            spools.on_disk += self.size
+        if self.rolled_over and spools.on_disk + len(data) > spools.disk:
+            raise SpoolsFull(f"the lists being answered hold {spools.on_disk} bytes on disk")
         try:
             self.file.write(data)
         except OSError as exc:  # the disk is full
             raise SpoolsFull(str(exc)) from exc
-        held[self.on_disk] += len(data)
         self.size += len(data)
+        if self.rolled_over:
+            spools.on_disk += len(data)
+        else:
+            spools.in_memory += len(data)
 
     def close(self) -> None:
         if not self.file.closed:
-            self.spools.held[self.on_disk] -= self.size
+            if self.rolled_over:
+                self.spools.on_disk -= self.size
+            else:
+                self.spools.in_memory -= self.size
             self.file.close()
 
 
@@ -358,7 +363,7 @@ class SpooledResponse(Response):
     """An answer whose body is a ``Spool``'s bytes, sent a chunk at a time; the spool is closed once they are sent, or
     once the client is gone."""
 
-    chunk_size = 64 * 1024
+    chunk_size = 16 * 1024  # what a stalled client holds in hand, beside what its connection holds to send
 
     def __init__(self, spool: Spool, status_code: int, media_type: str) -> None:
         super().__init__(status_code=status_code, headers={"content-length": str(spool.size)}, media_type=media_type)

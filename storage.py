@@ -286,11 +286,16 @@ class Database(databases.Database):
         try:
             return await call(driver)
         except BaseException as exc:
-            if not self.backend.reusable_after(exc) and not self.in_transaction():
-                self.backend.discard(driver)
+            self.discard_after(exc, driver)
             raise
         finally:
             await release()
+
+    def discard_after(self, exc: BaseException, driver: Any) -> None:
+        """Close the ``driver``'s connection where ``exc`` left it in a state unknown, outside ``transaction()`` (whose
+        end gives its connection back)."""
+        if not self.backend.reusable_after(exc) and not self.in_transaction():
+            self.backend.discard(driver)
 
     async def acquire(self) -> tuple[Any, Release]:
         """Return the driver's connection for a call, and what gives it back: inside ``transaction()`` the
@@ -320,8 +325,7 @@ class Database(databases.Database):
             while (page := await anext(pages, None)) is not None:
                 yield page
         except BaseException as exc:
-            if not self.backend.reusable_after(exc) and not self.in_transaction():
-                self.backend.discard(driver)
+            self.discard_after(exc, driver)
             raise
         finally:
             await close_stream(pages, release)
@@ -371,12 +375,22 @@ class Database(databases.Database):
                 if group is not None and len(statements) == 1 and statements[0].statement.groupable:
                     return [await group.execute(statements[0].write())]
                 if len(statements) == 1:
-                    return await self.with_connection(lambda driver: execute_alone(driver, statements[0]))
+                    return await self.with_connection(lambda driver: self.execute_alone(driver, statements[0]))
                 async with self.connection() as connection, connection.transaction():
                     return await execute_all(connection.raw_connection, statements)
         except (RefusedByDatabase, DatabaseError) as exc:
             for prepared in statements:
                 self.matches_nothing(exc, prepared, reading=False)  # raises where a parameter is at fault
+            raise
+
+    async def execute_alone(self, driver: Any, prepared: Prepared) -> list[Any]:
+        """Run ``prepared`` on the ``driver``'s connection; outside ``transaction()`` it is its own transaction, whose
+        outcome a deadline passed once it is sent leaves unknown, and the log says so."""
+        try:
+            return [await prepared.execute(driver)]
+        except asyncio.CancelledError:
+            if not self.in_transaction():
+                logger.warning(OUTCOME_UNKNOWN)
             raise
 
     async def commit_in_one_transaction(self, send: Send[list[Prepared]]) -> list[Any]:
@@ -429,16 +443,6 @@ class Database(databases.Database):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
-
-
-async def execute_alone(driver: Any, prepared: Prepared) -> list[Any]:
-    """Run ``prepared`` on the ``driver``'s connection, a transaction of its own; a deadline that passes once it is
-    sent leaves its outcome unknown, and the log says so."""
-    try:
-        return [await prepared.execute(driver)]
-    except asyncio.CancelledError:
-        logger.warning(OUTCOME_UNKNOWN)
-        raise
 
 
 OUTCOME_UNKNOWN = "A write given up at its deadline had been sent: outcome unknown"

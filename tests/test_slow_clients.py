@@ -293,4 +293,4 @@ def test_a_list_past_the_spools_cap_is_a_503_and_frees_its_bytes(
     assert response.status_code == 503, response.text
     assert response.json() == {"detail": "Too many long lists being sent, try again later"}
     assert response.headers["retry-after"] == "1"
-    assert spools.held == {False: 0, True: 0}
+    assert (spools.in_memory, spools.on_disk) == (0, 0)
