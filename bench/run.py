@@ -73,10 +73,10 @@ FETCHED_EDITS = [
         "return serialize_response(request, await database.fetch_all(query))",
     )
 ]
-# The CRUD API grown the README's way (tests/throwaway_app.py) against its FastAPI twin, on 1,000 notes.
+# The CRUD example (examples/crud_app.py), grown as docs/growing.md says, against its FastAPI twin, on 1,000 notes.
 CRUD_APPS = {
-    "port": ("tests.throwaway_app:app", "THROWAWAY_DATABASE_URL"),
-    "fastapi": ("tests.throwaway_reference_app:app", "THROWAWAY_REFERENCE_DATABASE_URL"),
+    "port": ("examples.crud_app:app", "CRUD_DATABASE_URL"),
+    "fastapi": ("examples.crud_fastapi_app:app", "CRUD_FASTAPI_DATABASE_URL"),
 }
 CREATE_CRUD = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR(200), completed BOOLEAN, priority INTEGER)"
 ONE_SCRIPT = """math.randomseed(1)

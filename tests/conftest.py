@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 from starlette.testclient import TestClient
 
-from tests.helpers import ROOT, THROWAWAY_SEEDS, load, new_database, pgbouncer, serve
+from tests.helpers import CRUD_SEEDS, ROOT, load, new_database, pgbouncer, serve
 
 
 @pytest.fixture
@@ -54,12 +54,12 @@ def reference_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 def clients(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, TestClient]]:
-    """Yield clients of the port's throwaway app on the test's database and of its FastAPI twin, both seeded."""
-    port = load("tests.throwaway_app", "THROWAWAY_DATABASE_URL", database_url, monkeypatch)
+    """Yield clients of the port's CRUD example on the test's database and of its FastAPI twin, both seeded."""
+    port = load("examples.crud_app", "CRUD_DATABASE_URL", database_url, monkeypatch)
     reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
-    reference = load("tests.throwaway_reference_app", "THROWAWAY_REFERENCE_DATABASE_URL", reference_url, monkeypatch)
+    reference = load("examples.crud_fastapi_app", "CRUD_FASTAPI_DATABASE_URL", reference_url, monkeypatch)
     with TestClient(port.app) as client, TestClient(reference.app) as reference_client:
-        for note in THROWAWAY_SEEDS:
+        for note in CRUD_SEEDS:
             assert client.post("/notes/", json=note).json() == reference_client.post("/notes/", json=note).json()
         yield client, reference_client
 

@@ -48,7 +48,7 @@ unix_socket_dir =
 {settings}
 """
 ROOT = Path(__file__).parent.parent
-THROWAWAY_SEEDS = [  # the notes both throwaway apps start with
+CRUD_SEEDS = [  # the notes both CRUD examples start with
     {"text": "first note", "completed": True, "priority": 2},
     {"text": "second note", "completed": False},
     {"text": "100% done_", "completed": True, "priority": -1},

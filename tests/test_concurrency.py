@@ -271,7 +271,7 @@ async def replace_concurrently(url: str, notes: int, writers: int, rounds: int) 
 def test_concurrent_replaces_through_workers(database_url: str) -> None:
     """Many clients replacing the same notes through 4 workers, whose groups of UPDATEs lock the same rows: every PUT
     answered 200 with what it sent, and each note left as one of its writers' last PUTs made it."""
-    with serve("tests.throwaway_app:app", {"THROWAWAY_DATABASE_URL": database_url}, "--workers", "4") as server:
+    with serve("examples.crud_app:app", {"CRUD_DATABASE_URL": database_url}, "--workers", "4") as server:
         last_answers = asyncio.run(replace_concurrently(server.url, notes=40, writers=5, rounds=6))
         listed = httpx.get(f"{server.url}/notes/", params={"limit": 100}, timeout=60).json()
 

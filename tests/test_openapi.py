@@ -107,7 +107,7 @@ def test_no_input_no_validation_error() -> None:
     assert schema == {"items": {"type": "integer"}, "type": "array", "title": "Response Endpoint  Get"}
 
 
-def test_throwaway_app_serves_its_document() -> None:
+def test_the_crud_example_serves_its_document() -> None:
     routes: list[BaseRoute] = [APIRoute("/tags", endpoint, method="POST", body=Tag)]
     app = Starlette(routes=routes + docs_routes(routes, title="Throwaway", version="2"))
     with TestClient(app) as client:

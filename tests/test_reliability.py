@@ -455,7 +455,7 @@ def test_a_stalled_network_is_a_503_within_the_timeout(through_proxy: tuple[str,
             assert elapsed < TIMEOUT + 1.5, elapsed
         proxy.resume()
         listed = recovers_and_creates(server.url)
-    # The statement sent before the stall reached the server once the network came back: the README says so.
+    # The statement sent before the stall reached the server once the network came back: docs/operating.md says so.
     assert listed in (["before", "after"], ["before", "during", "after"]), listed
 
 

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from storage import Database
 from tests.helpers import BACKENDS, ROOT, new_database, serve, summary
-from tests.test_throwaway import edited
+from tests.test_crud_example import edited
 
 COLUMNS = """    sqlalchemy.Column("completed", sqlalchemy.Boolean),
     sqlalchemy.Column("tags", sqlalchemy.JSON),

@@ -1,4 +1,4 @@
-"""The twin of ``tests/throwaway_reference_app.py``, built with the port's machinery as a user would build it."""
+"""The twin of ``examples/crud_fastapi_app.py``, built with the port's machinery as a user would build it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from routing import APIRoute, serialize_response, validate_request
 from schema import docs_routes
 from storage import Database
 
-DATABASE_URL = os.environ["THROWAWAY_DATABASE_URL"]
+DATABASE_URL = os.environ["CRUD_DATABASE_URL"]
 
 database = Database(DATABASE_URL)
 

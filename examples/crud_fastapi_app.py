@@ -1,7 +1,7 @@
-"""A throwaway FastAPI app that grows the notes example to a CRUD API: one more field, path, query and header
+"""A FastAPI app that grows the notes example to a CRUD API: one more field, path, query and header
 parameters, a 201 on create, a 404 documented through ``responses``, a 204 on delete, tags and docstrings.
 
-Its twin, ``tests/throwaway_app.py``, is built with the port's machinery; ``tests/test_throwaway.py`` compares them.
+Its twin, ``examples/crud_app.py``, is built with the port's machinery; ``tests/test_crud_example.py`` compares them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy
 from fastapi import FastAPI, Header, HTTPException, Query
 from pydantic import BaseModel
 
-DATABASE_URL = os.environ["THROWAWAY_REFERENCE_DATABASE_URL"]
+DATABASE_URL = os.environ["CRUD_FASTAPI_DATABASE_URL"]
 
 database = databases.Database(DATABASE_URL)
 

@@ -1,4 +1,4 @@
-"""The port's machinery grows like FastAPI: a throwaway app built with it against its FastAPI twin.
+"""The port's machinery grows like FastAPI: the CRUD example built with it against its FastAPI twin.
 
 Both grow the notes example to a CRUD API: a field (``priority``), read, replace, change and delete one note with a
 documented 404, a 201 on create and a 204 on delete, query parameters of several types and bounds, header
@@ -195,15 +195,15 @@ def test_a_field_takes_the_fastapi_versions_four_edits(
     }
 
 
-def readme_growing_it() -> list[str]:
-    """Return the code blocks of the README's "Growing it": FastAPI's endpoint, the port's, and the port's route."""
-    section = (ROOT / "README.md").read_text().split("**Growing it.**")[1].split("\n## ")[0]
+def documented_endpoint() -> list[str]:
+    """Return the code blocks of docs/growing.md's "An endpoint": FastAPI's endpoint, the port's, and its route."""
+    section = (ROOT / "docs" / "growing.md").read_text().split("## An endpoint")[1].split("\n## ")[0]
     return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
 
 
 ROUTES = re.findall(r"^routes = \[\n.*?^\]\n", (ROOT / "notes_app.py").read_text(), re.MULTILINE | re.DOTALL)[0]
 
-# The endpoint's body in FastAPI's version, which the README leaves out.
+# The endpoint's body in FastAPI's version, which docs/growing.md leaves out.
 FASTAPI_REPLACE_NOTE = """
 class Message(BaseModel):
     detail: str
@@ -219,10 +219,10 @@ class Message(BaseModel):
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
-def test_an_endpoint_added_the_readmes_way_answers_as_fastapis(
+def test_an_endpoint_added_the_docs_way_answers_as_fastapis(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fastapi_endpoint, port_endpoint, port_route = readme_growing_it()
+    fastapi_endpoint, port_endpoint, port_route = documented_endpoint()
     port = edited(
         ROOT / "notes_app.py",
         [

@@ -1,4 +1,5 @@
-"""docs/comparison.md says true things: its links, line counts and crash table are checked against the code."""
+"""The README and the docs say true things: their links lead somewhere, the code and settings they name exist, and
+the guide's line counts and crash table match the code."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import importlib
 import inspect
 import operator
 import re
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import ROOT
 
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GUIDE = (ROOT / "docs" / "comparison.md").read_text()
 LINKS = re.findall(r"\[`([\w.]+)`\]\(\.\./(\w+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)
 CRASHES = GUIDE.split("## Where FastAPI's version answers 500")[1].split("\n## ")[0]
@@ -64,5 +67,47 @@ def test_crash_row(row: str, client: TestClient, reference_client: TestClient) -
     assert client.get("/notes/").json() == []
 
 
-def test_readme_links_the_guide() -> None:
-    assert "docs/comparison.md" in (ROOT / "README.md").read_text()
+def test_the_readme_reads_in_five_minutes() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 160
+
+
+def test_the_readme_links_every_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES[1:]:
+        assert f"](docs/{page.name})" in readme, page.name
+
+
+def slugs(page: Path) -> set[str]:
+    """Return the anchors of the headings of ``page``, as GitHub makes them."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_links_lead_somewhere(page: Path) -> None:
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+        path = (page.parent / target).resolve() if target else page
+        assert path.exists(), target
+        if anchor and path.suffix == ".md":
+            assert anchor in slugs(path), f"{target}#{anchor}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_the_code_named_exists(page: Path) -> None:
+    for name, target in re.findall(r"\[`([\w.]+)`\]\(([\w./]+)\.py(?:#L\d+)?\)", page.read_text()):
+        module = (page.parent / target).resolve().relative_to(ROOT).as_posix().replace("/", ".")
+        if name != f"{module.rpartition('.')[2]}.py":  # a link to the file itself
+            operator.attrgetter(name)(importlib.import_module(module))
+
+
+SETTINGS = {
+    name
+    for path in [ROOT / "notes_app.py", *ROOT.glob("examples/*.py"), *ROOT.glob("tests/*.py")]
+    for name in re.findall(r"""(?:config\(|environ\.get\(|environ\[)"(\w+)\"""", path.read_text())
+}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_the_settings_named_are_read(page: Path) -> None:
+    named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", page.read_text()))
+    assert named <= SETTINGS, named - SETTINGS
