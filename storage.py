@@ -280,9 +280,9 @@ class Database(databases.Database):
         return await self.run_on(driver, release, call)
 
     async def run_on(self, driver: Any, release: Release, call: Callable[[Any], Awaitable[Result]]) -> Result:
-        """Return what ``call`` returns for ``driver``, then ``release`` it: closed first where the call ended in any
-        other way than a result or an error the database sent (cancelled, or the driver's own error), so that a
-        connection in an unknown state never serves another operation."""
+        """Return what ``call`` returns for ``driver``, then ``release`` it: closed first where the call ended in a
+        state its driver cannot vouch for (the driver's own error, a statement it could not cancel), so that such a
+        connection never serves another operation."""
         try:
             return await call(driver)
         except BaseException as exc:
