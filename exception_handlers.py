@@ -15,8 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from backends import ConstraintConflict, DatabaseError, ParameterNotStorable, RefusedByDatabase
-from routing import RequestValidationError, SpoolsFull
+from responses import SpoolsFull
+from routing import RequestValidationError
+from storage import ConstraintConflict, DatabaseError, ParameterNotStorable, RefusedByDatabase
 
 logger = logging.getLogger("notes_app")
 

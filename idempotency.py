@@ -25,9 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backends import ConstraintConflict
 from routing import RequestValidationError
-from storage import Database
+from storage import ConstraintConflict, Database
 
 MAX_KEY_LENGTH = 255
 SWEEP_EVERY = 60.0  # seconds between two removals of the expired records

@@ -2,8 +2,8 @@
 
 Read it beside the FastAPI version (``tests/reference_app.py``): the sections come in the same order. What FastAPI
 does without being asked is one named call away: ``routing.py`` validates requests and serializes responses,
-``exception_handlers.py`` answers errors, ``schema.py`` documents the API, ``storage.py`` keeps the database fast
-and its failures clean.
+``exception_handlers.py`` answers errors, ``schema.py`` documents the API; the ``storage`` package keeps the database
+fast and its failures clean.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from starlette.responses import Response
 
 from exception_handlers import exception_handlers
 from idempotency import IdempotencyKeys
-from replicas import DatabaseSelector
-from routing import APIRoute, ClientLimits, Spools, serialize_pages, serialize_response, validate_request
+from middleware import ClientLimits
+from responses import Spools
+from routing import APIRoute, serialize_pages, serialize_response, validate_request
 from schema import docs_routes
-from storage import Database, storable_in
+from storage import Database, DatabaseSelector, storable_in
 
 config = Config(".env" if os.path.exists(".env") else None)
 DATABASE_URL = config("DATABASE_URL", default="sqlite:///./test.db")

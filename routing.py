@@ -9,27 +9,26 @@ code. Here ``APIRoute`` declares those things once, and the endpoint makes each 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.message
 import functools
 import inspect
 import json
 import logging
-import tempfile
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 from databases.interfaces import Record
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 from typing_extensions import TypedDict
+
+from responses import SpooledResponse, default_spools
 
 logger = logging.getLogger("notes_app")
 
@@ -299,159 +298,3 @@ async def serialize_pages(request: Request, pages: AsyncGenerator[list[Any], Non
             spool.close()
             raise
     return SpooledResponse(spool, status_code=route.status_code, media_type="application/json")
-
-
-class SpoolsFull(Exception):
-    """The long lists being answered hold all the memory and disk that ``Spools`` allows: a 503."""
-
-
-class Spools:
-    """The bytes of the long lists being answered: each list's in memory while the lists in flight hold less than
-    ``memory`` bytes there, else in a temporary file; past ``disk`` bytes on disk a list is refused (``SpoolsFull``)."""
-
-    def __init__(self, memory: int = 8 * 1024 * 1024, disk: int = 1024 * 1024 * 1024) -> None:
-        self.memory = memory
-        self.disk = disk
-        self.in_memory = 0  # bytes the lists hold in memory now
-        self.on_disk = 0  # and on disk
-
-    def open(self) -> Spool:
-        return Spool(self)
-
-
-class Spool:
-    """One list's bytes, in memory until its ``Spools`` says to move them to disk (``SpooledTemporaryFile``)."""
-
-    def __init__(self, spools: Spools) -> None:
-        self.spools = spools
-        self.file = tempfile.SpooledTemporaryFile()  # no max_size: it rolls over when write() says
-        self.size = 0
-        self.rolled_over = False
-
-    def write(self, data: bytes) -> None:
-        spools = self.spools
-        if not self.rolled_over and spools.in_memory + len(data) > spools.memory:
-            self.file.rollover()
-            self.rolled_over = True
-            spools.in_memory -= self.size
-            spools.on_disk += self.size
-        if self.rolled_over and spools.on_disk + len(data) > spools.disk:
-            raise SpoolsFull(f"the lists being answered hold {spools.on_disk} bytes on disk")
-        try:
-            self.file.write(data)
-        except OSError as exc:  # the disk is full
-            raise SpoolsFull(str(exc)) from exc
-        self.size += len(data)
-        if self.rolled_over:
-            spools.on_disk += len(data)
-        else:
-            spools.in_memory += len(data)
-
-    def close(self) -> None:
-        if not self.file.closed:
-            if self.rolled_over:
-                self.spools.on_disk -= self.size
-            else:
-                self.spools.in_memory -= self.size
-            self.file.close()
-
-
-default_spools = Spools()  # for an app without ``ClientLimits``
-
-
-class SpooledResponse(Response):
-    """An answer whose body is a ``Spool``'s bytes, sent a chunk at a time; the spool is closed once they are sent, or
-    once the client is gone."""
-
-    chunk_size = 16 * 1024  # what a stalled client holds in hand, beside what its connection holds to send
-
-    def __init__(self, spool: Spool, status_code: int, media_type: str) -> None:
-        super().__init__(status_code=status_code, headers={"content-length": str(spool.size)}, media_type=media_type)
-        self.spool = spool
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            self.spool.file.seek(0)
-            while chunk := self.spool.file.read(self.chunk_size):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            self.spool.close()
-
-
-class ClientLimits:
-    """Bound what one client may cost, around the app: a request body over ``max_body_size`` bytes is refused with a
-    413 (unread if its length says so, else once over), a header over ``max_header_size`` bytes with a 431, and a
-    client that takes no bytes of its answer for ``send_timeout`` seconds is cut off. ``spools`` holds the long lists
-    being answered."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_body_size: int,
-        max_header_size: int = 8 * 1024,
-        send_timeout: float = 60.0,
-        spools: Spools = default_spools,
-    ) -> None:
-        self.app = app
-        self.max_body_size = max_body_size
-        self.max_header_size = max_header_size
-        self.send_timeout = send_timeout
-        self.spools = spools
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if any(len(name) + len(value) > self.max_header_size for name, value in scope["headers"]):
-            response = JSONResponse({"detail": "Request Header Fields Too Large"}, status_code=431)
-            await response(scope, receive, send)
-            return
-        scope["spools"] = self.spools
-        await self.app(scope, self.limit_body(scope, receive), self.limit_stall(scope, send))
-
-    def limit_body(self, scope: Scope, receive: Receive) -> Receive:
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            if not received and int(Headers(scope=scope).get("content-length") or 0) > self.max_body_size:
-                raise HTTPException(status_code=413, detail="Content Too Large")
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_size:
-                raise HTTPException(status_code=413, detail="Content Too Large")
-            return message
-
-        return receive_limited
-
-    def limit_stall(self, scope: Scope, send: Send) -> Send:
-        async def send_within_timeout(message: Message) -> None:
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await send(message)
-            except TimeoutError:
-                logger.info(
-                    "%s %s: the client took nothing for %g s: cut off",
-                    scope["method"],
-                    scope["path"],
-                    self.send_timeout,
-                )
-                cut_off(send)
-
-        return send_within_timeout
-
-
-def cut_off(send: Send) -> None:
-    """Close at once the connection that uvicorn's ``send`` answers on, and drop what it holds to send: uvicorn then
-    takes every later message of the answer as sent to a client gone.
-
-    A closed connection would wait for the client to take what it holds, which a stalled client never does; uvicorn
-    has no public name for the connection: its ``send`` is a method of the request's cycle, which keeps it as
-    ``transport``.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
-        raise RuntimeError("cut_off() needs uvicorn's send, with no middleware before ClientLimits")
-    transport.abort()

@@ -19,7 +19,6 @@ import decimal
 import json
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -37,7 +36,7 @@ import asyncpg
 import httpx2 as httpx
 from pydantic_core import to_json
 
-from tests.helpers import free_port
+from tests.helpers import copy_modules, free_port
 
 ROOT = Path(__file__).parent.parent
 APPS = {"port": ("notes_app:app", "DATABASE_URL"), "fastapi": ("tests.reference_app:app", "REFERENCE_DATABASE_URL")}
@@ -182,8 +181,7 @@ def typed_rows(rows: int) -> Iterator[tuple[tuple[str, bool], datetime.datetime,
 def edited_apps(directory: Path, edits: list[tuple[str, str]], names: Iterable[str]) -> dict[str, tuple[str, str]]:
     """Write both apps, those ``names`` with ``edits``, beside the port's modules in ``directory``; return ``APPS``
     for them. Each edit must change one app at least."""
-    for module in ROOT.glob("*.py"):
-        shutil.copy(module, directory)
+    copy_modules(directory)
     docs_files = directory / "node_modules"  # the docs pages' files, as beside the port
     docs_files.unlink(missing_ok=True)
     docs_files.symlink_to(ROOT / "node_modules")

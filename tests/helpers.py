@@ -292,6 +292,14 @@ class Server(NamedTuple):
     process: subprocess.Popen[bytes]
 
 
+def copy_modules(destination: Path) -> None:
+    """Copy the app's modules, the top level's and the ``storage`` package, to ``destination``, for an edited app
+    written beside them."""
+    for module in ROOT.glob("*.py"):
+        shutil.copy(module, destination)
+    shutil.copytree(ROOT / "storage", destination / "storage", ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def clone_project(destination: Path) -> Path:
     """Copy the files git tracks or would, as they are in the working tree, to ``destination``: what a fresh clone of
     them has (no ``.venv``, no ``node_modules``)."""

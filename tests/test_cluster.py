@@ -22,8 +22,8 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
-from backends import listed_hosts, without_password
-from replicas import Replica
+from storage.replicas import Replica
+from storage.urls import listed_hosts, without_password
 from tests.helpers import ROOT, Cluster, PgBouncer, free_port, load, pgbouncer, postgres_cluster, serve
 from tests.test_migrations import alembic
 

@@ -14,8 +14,7 @@ import pytest
 import sqlalchemy
 from starlette.testclient import TestClient
 
-from backends import ParameterNotStorable, ValueNotStorable
-from storage import Database
+from storage import Database, ParameterNotStorable, ValueNotStorable
 from tests.helpers import BACKENDS, serve
 
 CREATES = 2000
@@ -55,9 +54,9 @@ def test_concurrent_creates(database_url: str, workers: int) -> None:
 
 def count_groups(database: Database) -> list[int]:
     """Return the list to which the size of each group that ``database`` commits is appended."""
-    assert database.group_commit is not None
+    assert database.writes.group_commit is not None
     group_sizes: list[int] = []
-    commit = database.group_commit.commit
+    commit = database.writes.group_commit.commit
 
     async def counted(send: Callable[[], list[Any]]) -> list[Any]:
         def counted_send() -> list[Any]:
@@ -67,7 +66,7 @@ def count_groups(database: Database) -> list[int]:
 
         return list(await commit(counted_send))
 
-    database.group_commit.commit = counted
+    database.writes.group_commit.commit = counted
     return group_sizes
 
 

@@ -3,6 +3,7 @@ the guide's line counts and crash table match the code."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import operator
@@ -16,7 +17,7 @@ from tests.helpers import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GUIDE = (ROOT / "docs" / "comparison.md").read_text()
-LINKS = re.findall(r"\[`([\w.]+)`\]\(\.\./(\w+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)
+LINKS = re.findall(r"\[`([\w.]+)`\]\(\.\./([\w/]+)\.py#L(\d+)\) \| (\d+) \|", GUIDE)
 CRASHES = GUIDE.split("## Where FastAPI's version answers 500")[1].split("\n## ")[0]
 CRASH_ROWS = [line for line in CRASHES.splitlines() if line.startswith("| `") or line.startswith("| the bytes")]
 
@@ -27,7 +28,7 @@ def test_the_guide_links_code() -> None:
 
 @pytest.mark.parametrize(("name", "module", "line", "length"), LINKS, ids=[link[0] for link in LINKS])
 def test_link_points_at_the_code(name: str, module: str, line: str, length: str) -> None:
-    obj = inspect.unwrap(operator.attrgetter(name)(importlib.import_module(module)))
+    obj = inspect.unwrap(operator.attrgetter(name)(importlib.import_module(module.replace("/", "."))))
     source, start = inspect.getsourcelines(obj)
     assert (int(line), int(length)) == (start, len(source)), f"[`{name}`](../{module}.py#L{start}) | {len(source)} |"
 
@@ -111,3 +112,17 @@ SETTINGS = {
 def test_the_settings_named_are_read(page: Path) -> None:
     named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", page.read_text()))
     assert named <= SETTINGS, named - SETTINGS
+
+
+FASTAPI_SIDE = [ROOT / "notes_app.py", *ROOT.glob("*.py"), *ROOT.glob("examples/*.py")]
+
+
+@pytest.mark.parametrize("path", sorted(set(FASTAPI_SIDE)), ids=lambda path: path.name)
+def test_the_fastapi_side_uses_the_engines_public_names(path: Path) -> None:
+    """The README's two wings: the modules beside ``notes_app.py`` import the storage engine as ``storage`` only."""
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("storage")
+    }
+    assert imported <= {"storage"}, imported

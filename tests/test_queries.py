@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from backends import ConstraintConflict
-from statements import CompiledCache
-from storage import Database
+from storage import ConstraintConflict, Database
+from storage.statements import CompiledCache
 from tests.helpers import BACKENDS
 from tests.test_any_table import KINDS, TABLES, Field, fields, table_and_models
 

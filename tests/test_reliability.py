@@ -33,9 +33,8 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from backends import DatabaseError
-from routing import SpooledResponse
-from storage import Database
+from responses import SpooledResponse
+from storage import Database, DatabaseError
 from tests.helpers import BACKENDS, free_port, load, notes_locked, rss_mib, seed, serve
 
 LEAKS = ("Traceback", "sqlite", "SELECT", "INSERT", "notes_app", ".py", "/tmp", "asyncpg", "pymysql")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.dialects.postgresql.base import PGInspector
 from starlette.testclient import TestClient
 
 from storage import Database
-from tests.helpers import BACKENDS, ROOT, new_database, serve, summary
+from tests.helpers import BACKENDS, ROOT, copy_modules, new_database, serve, summary
 from tests.test_crud_example import edited
 
 COLUMNS = """    sqlalchemy.Column("completed", sqlalchemy.Boolean),
@@ -196,8 +195,7 @@ def test_concurrent_creates_with_refused_notes(
 ) -> None:
     """90 POSTs at once, among them duplicate and over-long titles: what is acknowledged is stored as answered, what
     is refused gets a 4xx without ``Retry-After`` and is not stored, and the rest is stored."""
-    for module in ROOT.glob("*.py"):
-        shutil.copy(module, tmp_path)
+    copy_modules(tmp_path)
     edited(ROOT / "notes_app.py", EDITS["notes_app.py"], "DATABASE_URL", database_url, tmp_path, monkeypatch)
     notes: list[dict[str, Any]] = [
         {"text": f"unique {index}", "completed": True, "title": f"unique {index}"} for index in range(30)

@@ -1,25 +1,26 @@
-"""Every statement compiled once per shape, bound and read as ``databases`` binds and reads it, run by the driver.
+"""Every statement compiled once per shape, bound as ``databases`` binds it, run by the driver.
 
 ``CompiledCache`` keys a statement as SQLAlchemy's engine keys its compiled cache (its cache key, and the values
 extracted with it), so that a statement of the same shape with other values is not compiled again. A ``Statement``
-holds the SQL as the backend's driver takes it, its parameters' bind processors and the readers of its rows; each
-value goes through its type's processors for ``databases``' dialect, so that it is the value ``databases`` would
-bind or give. ``Record`` answers as ``databases``' records do. ``storage.py``'s ``Database`` runs what this prepares.
+holds the SQL as the backend's driver takes it, its parameters' bind processors and the readers of its rows
+(``records.py``); each value goes through its type's processors for ``databases``' dialect, so that it is the value
+``databases`` would bind or give. ``core.py``'s ``Database`` runs what this prepares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import databases
 import sqlalchemy
 from sqlalchemy.sql import ClauseElement, operators
 from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
-from backends import Backend, Write
+from storage.backends import Backend, Write
+from storage.exceptions import DatabaseError, ParameterNotStorable, RefusedByDatabase
+from storage.records import Record, RecordKeys, RowReader, row_reader
 
 
 class CompiledCache:
@@ -195,6 +196,20 @@ class Prepared(NamedTuple):
         read_row, keys = self.statement.reader(names)
         return [Record(read_row(row), keys) for row in rows]
 
+    def matches_nothing(self, exc: RefusedByDatabase | DatabaseError, reading: bool = True) -> bool:
+        """Whether ``exc`` is a value that a column cannot hold, given for ``reading`` rows where the column equals it,
+        so that no row can match; raise a ``ParameterNotStorable`` for any other parameter the database cannot take.
+        """
+        cause = exc.__cause__
+        if not isinstance(cause, Exception):
+            return False
+        name = self.statement.backend.refused_parameter(cause, self.names, self.args)
+        if name is None:
+            return False
+        if reading and self.statement.compares_for_equality(name):
+            return True
+        raise ParameterNotStorable(self.params[name], self.statement.column_of(name)) from cause
+
 
 async def execute_all(driver: Any, statements: list[Prepared]) -> list[Any]:
     """Run ``statements`` in turn on the ``driver``'s connection; return what ``databases``' ``execute`` returns for
@@ -205,56 +220,6 @@ async def execute_all(driver: Any, statements: list[Prepared]) -> list[Any]:
         await first.statement.backend.execute_many(driver, first.sql, [each.args for each in statements])
         return [None] * len(statements)
     return [await each.execute(driver) for each in statements]
-
-
-class RecordKeys(NamedTuple):
-    names: tuple[str, ...]  # the columns in order
-    labels: dict[str, str]  # a column's name as ``str(column)`` gives it ("notes.id"), to its key
-
-
-class Record(databases.interfaces.Record):
-    """A row as ``databases`` gives one: each value by its column's name, position or ``Column``, or as an attribute;
-    ``_mapping`` holds the same values, as a dict (``databases``' on PostgreSQL holds asyncpg's, JSON as its text)."""
-
-    __slots__ = ("_mapping", "_keys")
-    _mapping: dict[str, Any]
-
-    def __init__(self, values: dict[str, Any], keys: RecordKeys) -> None:
-        self._mapping = values
-        self._keys = keys
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            return self._mapping[key]
-        if isinstance(key, int):
-            return self._mapping[self._keys.names[key]]
-        if isinstance(key, slice):
-            return [self._mapping[name] for name in self._keys.names[key]]
-        return self._mapping[self._keys.labels.get(str(key), getattr(key, "key", key))]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._mapping[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._mapping)
-
-    def __len__(self) -> int:
-        return len(self._mapping)
-
-    def keys(self) -> KeysView[str]:
-        return self._mapping.keys()
-
-    def values(self) -> ValuesView[Any]:
-        return self._mapping.values()
-
-    def _asdict(self) -> dict[str, Any]:
-        return self._mapping
-
-    def __repr__(self) -> str:
-        return f"Record({self._mapping!r})"
 
 
 def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any, list[str]]]:
@@ -274,20 +239,3 @@ def conjuncts(clause: Any) -> Iterator[Any]:
             yield from conjuncts(term)
     elif clause is not None:
         yield clause
-
-
-def row_reader(names: list[str], processors: dict[int, Callable[[Any], Any] | None]) -> RowReader:
-    """Return the function that turns a row, as the driver gives it, into a dict of ``names``, each value through
-    its column's result processor where ``processors`` has one.
-
-    It is written out as a dict display, as ``dataclasses`` writes the ``__init__`` of a class: for a long list, a
-    dict display takes much less time per row than ``dict(zip(names, row))``.
-    """
-    values = [f"process_{i}(row[{i}])" if processors.get(i) else f"row[{i}]" for i in range(len(names))]
-    display = ", ".join(f"{name!r}: {value}" for name, value in zip(names, values))
-    namespace = {f"process_{i}": process for i, process in processors.items() if process}
-    reader: RowReader = eval(f"lambda row: {{{display}}}", namespace)
-    return reader
-
-
-RowReader = Callable[[Sequence[Any]], dict[str, Any]]  # a row as the driver gives it, to the dict of its values

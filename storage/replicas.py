@@ -16,9 +16,12 @@ import itertools
 import logging
 from typing import Any, NamedTuple
 
+import databases
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backends import Backend, listed_hosts, release_to_pool, with_host, without_password
+from storage.backends import Backend
+from storage.backends.postgres import PostgresBackend, release_to_pool
+from storage.urls import listed_hosts, with_host, without_password
 
 logger = logging.getLogger("notes_app")
 
@@ -52,6 +55,24 @@ class Replica:
         self.pool: Any = None
         self.skipped_until = 0.0
 
+    async def open(self, timeout: float) -> None:
+        """Open the replica's pool, its options (``max_size``, ``ssl``) read from its URL as ``databases`` reads the
+        primary's; no connection is opened yet, so that a replica down does not keep the app from starting."""
+        import asyncpg
+        from databases.backends.postgres import PostgresBackend as DatabasesBackend
+
+        backend = PostgresBackend(databases.DatabaseURL(self.url), timeout)
+        url = backend.url
+        options = DatabasesBackend(url, **backend.options())._get_connection_kwargs()
+        self.pool = await asyncpg.create_pool(
+            host=url.hostname,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            **{**options, "min_size": 0},
+        )
+
     def skip(self, why: str) -> None:
         """Leave the replica alone for ``retry`` seconds."""
         self.skipped_until = asyncio.get_running_loop().time() + self.retry
@@ -74,6 +95,8 @@ class Replicas:
     poll = 0.005  # seconds between two looks at a replica catching up
 
     def __init__(self, backend: Backend, url: str, max_lag: float) -> None:
+        if backend.name != "postgresql":
+            raise ValueError(f"{backend.name} has no read replicas here: DATABASE_REPLICA_URL is for PostgreSQL")
         self.backend = backend
         self.max_lag = max_lag
         self.members = [Replica(with_host(url, host, port)) for host, port in listed_hosts(url)]
@@ -81,7 +104,7 @@ class Replicas:
 
     async def connect(self) -> None:
         for replica in self.members:
-            replica.pool = await self.backend.open_replica(replica.url)
+            await replica.open(self.backend.timeout)
 
     def close(self) -> None:
         """Close every replica's connections at once: they hold nothing to keep."""

@@ -1,0 +1,121 @@
+"""SQLite through aiosqlite: one connection shared by every query, in WAL mode, each commit on disk before it
+returns; long lists read on connections of their own (``databases``' ``backends/sqlite.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import databases
+from databases.core import Connection
+
+from storage.backends.base import Backend, Described, described
+from storage.exceptions import RefusedByDatabase, conflict, not_storable
+
+
+class FullySynchronous(sqlite3.Connection):
+    """A connection whose commits are on disk, power cut or not, before they return (``synchronous = FULL``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA synchronous = FULL")
+
+
+class SQLiteBackend(Backend):
+    name, driver = "sqlite", "aiosqlite"
+    sync_driver = "pysqlite"
+
+    paramstyle, native_decimal = "qmark", False  # as databases' backends/sqlite.py
+    errors = Backend.errors + (OverflowError,)  # OverflowError: an integer over 64 bits
+    shares_connection = True
+    readers = 4  # connections that read long lists, each with a thread of aiosqlite's: no more, however many lists
+    reading: asyncio.Semaphore  # the readers' turns
+
+    def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
+        super().__init__(url, timeout)
+        self.idle: list[Any] = []
+        self.in_memory = url.database in ("", ":memory:")
+
+    def options(self) -> dict[str, Any]:
+        # Every connection (the shared one, a transaction's, a list's) waits for other writers up to the deadline.
+        return {"timeout": self.timeout, "factory": FullySynchronous}
+
+    async def setup(self, connection: Connection) -> None:
+        # Readers and the writer do not block each other, with one fsync per commit.
+        await connection.execute("PRAGMA journal_mode = WAL")
+        self.reading = asyncio.Semaphore(self.readers)  # at each connect(), for its event loop
+
+    def refusal(self, exc: Exception) -> RefusedByDatabase | None:
+        if isinstance(exc, sqlite3.IntegrityError):  # "UNIQUE constraint failed: notes.text"
+            kind, _, where = str(exc).partition(" constraint failed: ")
+            column = where.rpartition(".")[2] if re.fullmatch(r"[\w.]+(, [\w.]+)*", where) else None
+            if kind == "NOT NULL":
+                return not_storable(column)
+            constraint = where if kind == "CHECK" and re.fullmatch(r"\w+", where) else None
+            return conflict(constraint, column)
+        if isinstance(exc, (sqlite3.DataError, sqlite3.InterfaceError, OverflowError)):
+            return not_storable()
+        return None
+
+    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, args)  # aiosqlite
+        return rows
+
+    async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
+        async with driver.execute(sql, args) as cursor:
+            rows = await (cursor.fetchmany(1) if one else cursor.fetchall())
+            return rows, described(cursor)
+
+    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+        # databases reads lastrowid on a connection of the query's own; on the shared one it may be an earlier
+        # statement's, so only an INSERT's counts.
+        async with driver.execute(sql, args) as cursor:
+            return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
+
+    async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
+        await driver.executemany(sql, args)  # aiosqlite: sqlite3's loop, in one call to its thread
+
+    async def stream(self, driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+        # A cursor left open on the shared connection would hold its snapshot, and its next write would fail once
+        # another process has written: a long list is read on a connection of its own.
+        if self.in_memory:
+            async for page in read_cursor(driver, sql, args, size):
+                yield page
+            return
+        async with self.reading:
+            reader = await self.reader()
+            try:
+                async for page in read_cursor(reader, sql, args, size):
+                    yield page
+            except BaseException:
+                # In an unknown state (a cursor still open, say): closed, in a task of its own that a deadline passed
+                # meanwhile does not stop halfway, which would leave its thread running.
+                await asyncio.shield(reader.close())
+                raise
+            self.idle.append(reader)
+
+    async def reader(self) -> Any:
+        """Return an idle connection for reading lists, opened if there is none."""
+        if self.idle:
+            return self.idle.pop()
+        import aiosqlite
+
+        reader = await aiosqlite.connect(self.url.database, isolation_level=None, **self.options())
+        await reader.execute("PRAGMA query_only = ON")
+        return reader
+
+    async def close(self) -> None:
+        while self.idle:
+            await self.idle.pop().close()
+
+
+async def read_cursor(driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
+    """Yield the rows of ``sql`` ``size`` at a time from one cursor of aiosqlite's ``driver``."""
+    async with driver.execute(sql, args) as cursor:
+        while rows := await cursor.fetchmany(size):
+            yield rows, described(cursor)
+            if len(rows) < size:
+                break

@@ -1,0 +1,95 @@
+"""The writes waiting at the same moment committed together, each answered once its group is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from storage.exceptions import DatabaseError
+
+logger = logging.getLogger("notes_app")
+
+OUTCOME_UNKNOWN = "A write given up at its deadline had been sent: outcome unknown"
+
+
+Item = TypeVar("Item")
+Send = Callable[[], list[Item]]  # the items of a group whose requests still wait, marked as sent
+
+
+class Waiting(Generic[Item]):
+    """An item to commit, the future its request waits on, and whether it was sent to the database."""
+
+    __slots__ = ("item", "future", "sent")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent = False
+
+
+class GroupCommit(Generic[Item]):
+    """Commit items in groups, with ``commit``, and give each its result once its group is committed.
+
+    ``commit`` takes the group's items by calling ``send`` once the database is ready to take them (a connection
+    had, a write lock held): an item whose request gave up before then is left out, never sent. A group that fails
+    for some of its items (anything but a ``DatabaseError``: a refusal of some item's data) is committed again one
+    item at a time: only the items at fault fail.
+    """
+
+    def __init__(self, commit: Callable[[Send[Item]], Coroutine[Any, Any, list[Any]]]) -> None:
+        self.commit = commit
+        self.queue: asyncio.Queue[Waiting[Item]] = asyncio.Queue()
+        self.task = asyncio.create_task(self.run())
+
+    async def execute(self, item: Item) -> Any:
+        """Return the result of ``item`` once it is committed."""
+        waiting = Waiting(item)
+        self.queue.put_nowait(waiting)
+        try:
+            return await waiting.future
+        except asyncio.CancelledError:
+            if waiting.sent:
+                logger.warning(OUTCOME_UNKNOWN)
+            raise
+
+    async def run(self) -> None:
+        """Commit, over and over, all the items waiting: those that arrive meanwhile make the next group."""
+        while True:
+            group = [await self.queue.get()]
+            while not self.queue.empty():
+                group.append(self.queue.get_nowait())
+            await self.commit_group(group)
+
+    async def commit_group(self, group: list[Waiting[Item]]) -> None:
+        sent: list[Waiting[Item]] = []
+
+        def send() -> list[Item]:
+            sent[:] = [waiting for waiting in group if not waiting.future.done()]
+            for waiting in sent:
+                waiting.sent = True
+            return [waiting.item for waiting in sent]
+
+        try:
+            # A task for each group: a deadline passed in ``commit`` cancels that task, never the loop that collects
+            # the groups.
+            results: list[Any] = await asyncio.create_task(self.commit(send))
+        except Exception as exc:
+            if len(sent) > 1 and not isinstance(exc, DatabaseError):
+                for waiting in sent:
+                    await self.commit_group([waiting])
+                return
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+        else:
+            for waiting, result in zip(sent, results):
+                if not waiting.future.done():
+                    waiting.future.set_result(result)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
