@@ -4,10 +4,10 @@ A request to a route declared with ``APIRoute(..., idempotency=keys)`` that carr
 runs in a transaction of its own; if it answers 2xx, its answer (status, headers and body) is recorded under its key
 in the same transaction as its writes, so that a key is recorded if and only if its writes are stored. A later
 request with the key and the same method, path and body gets the recorded answer without running again, until
-``ttl`` seconds have passed; with another method, path or body, a 422; while the first still runs in this process, a
-409 (in another worker it waits for the first to end, then gets its answer). Any other answer rolls the request's
-writes back and records nothing, so that a retry runs again. A request without the header runs as it would without
-this module.
+``ttl`` seconds have passed; with another method, path or body, a 422; while the first still runs, in this worker or
+any other process on the database, a 409 (the key's lock, ``Database.lock``, goes with a process that dies). Any other
+answer rolls the request's writes back and records nothing, so that a retry runs again. A request without the header
+runs as it would without this module.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from routing import RequestValidationError
 from storage import ConstraintConflict, Database
 
 MAX_KEY_LENGTH = 255
+STILL_RUNNING = "A request with this Idempotency-Key is still running"
 SWEEP_EVERY = 60.0  # seconds between two removals of the expired records
 
 
@@ -76,10 +77,9 @@ class IdempotencyKeys:
         request = f"{scope['method']} {scope['path']}?{scope['query_string'].decode('latin-1')}\n"
         fingerprint = hashlib.sha256(request.encode() + body).hexdigest()
         if key in self.running:
-            raise HTTPException(status_code=409, detail="A request with this Idempotency-Key is still running")
+            raise HTTPException(status_code=409, detail=STILL_RUNNING)
         self.running.add(key)
         try:
-            await self.sweep()
             messages = await self.recorded(key, fingerprint)
             if messages is None:
                 messages = await self.run(key, fingerprint, app, scope, with_body(body, receive))
@@ -100,14 +100,18 @@ class IdempotencyKeys:
         async with self.database.bounded():
             await transaction.start()
         try:
-            await app(scope, receive, keep)
-            succeeded = 200 <= messages[0]["status"] < 300
-            if succeeded:
-                await self.database.execute(self.table.insert(), self.record(key, fingerprint, messages))
+            async with self.database.lock(f"idempotency-key {key}") as held:
+                if not held:  # the key's first request runs in another process
+                    raise HTTPException(status_code=409, detail=STILL_RUNNING)
+                await app(scope, receive, keep)
+                succeeded = 200 <= messages[0]["status"] < 300
+                if succeeded:
+                    await self.sweep()
+                    await self.database.execute(self.table.insert(), self.record(key, fingerprint, messages))
         except ConstraintConflict:  # the same key, committed meanwhile by a request in another process
             await self.database.end(transaction, commit=False)
             if (recorded := await self.recorded(key, fingerprint)) is None:  # and expired at once: never with a ttl
-                raise HTTPException(status_code=409, detail="A request with this Idempotency-Key is still running")
+                raise HTTPException(status_code=409, detail=STILL_RUNNING)
             return recorded
         except BaseException:
             await self.database.end(transaction, commit=False)
@@ -153,7 +157,7 @@ class IdempotencyKeys:
 
     async def sweep(self) -> None:
         """Remove the expired records, at most once every ``SWEEP_EVERY`` seconds: the table holds the keys of the
-        last ``ttl`` seconds only."""
+        last ``ttl`` seconds only. In a keyed request's transaction: a sweep that fails stores nothing of it."""
         now = time.time()
         if now - self.swept >= SWEEP_EVERY:
             self.swept = now

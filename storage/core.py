@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import databases
@@ -140,6 +140,21 @@ class Database(databases.Database):
                     await connection.__aexit__()
             if commit:
                 raise
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[bool]:
+        """Inside ``transaction()``, take a lock on ``name`` that every process using the database sees, without
+        waiting, and give whether it was had; it is given up when the block ends, or when its process does."""
+        assert self.in_transaction(), "lock() is for a transaction's block"
+        driver = self.connection().raw_connection
+        async with self.bounded():
+            held = await self.backend.try_lock(driver, name)
+        try:
+            yield held
+        finally:
+            if held:
+                async with self.bounded():
+                    await self.backend.unlock(driver, name)
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
         prepared = self.statements.prepare(query, values)

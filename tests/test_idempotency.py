@@ -92,26 +92,65 @@ def test_an_expired_key_runs_again_and_the_expired_records_go(
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
-def test_the_same_key_while_the_first_runs_is_a_409(database_url: str) -> None:
-    with serve("notes_app:app", {"DATABASE_URL": database_url, "DATABASE_TIMEOUT": "5"}) as server:
+@pytest.mark.parametrize("elsewhere", [pytest.param(False, id="same-worker"), pytest.param(True, id="another-worker")])
+def test_the_same_key_while_the_first_runs_is_a_409(database_url: str, elsewhere: bool) -> None:
+    env = {"DATABASE_URL": database_url, "DATABASE_TIMEOUT": "5"}
+    with serve("notes_app:app", env) as server, serve("notes_app:app", env) as other:
         assert httpx.post(f"{server.url}/notes/", json=NOTE).status_code == 200  # the tables exist
+        again_at = other.url if elsewhere else server.url
 
         async def twice() -> tuple[httpx.Response, httpx.Response]:
-            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            async with httpx.AsyncClient(timeout=30) as client:
                 with contextlib.ExitStack() as held:
                     held.enter_context(notes_locked(database_url))
-                    first = asyncio.create_task(client.post("/notes/", json=NOTE, headers={"idempotency-key": "k"}))
+                    first = asyncio.create_task(post_keyed(client, server.url, "k"))
                     await asyncio.sleep(0.5)
-                    second = await client.post("/notes/", json=NOTE, headers={"idempotency-key": "k"})
+                    second = await post_keyed(client, again_at, "k")
                     held.close()
                     return await first, second
 
         first, second = asyncio.run(twice())
+        retried = httpx.post(f"{again_at}/notes/", json=NOTE, headers={"idempotency-key": "k"})
         listed = httpx.get(f"{server.url}/notes/").json()
     assert first.status_code == 200, first.text
     assert second.status_code == 409, second.text
     assert second.json() == {"detail": "A request with this Idempotency-Key is still running"}
+    assert (retried.status_code, retried.content) == (200, first.content)
     assert len(listed) == 2
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_a_key_whose_worker_died_runs_again_in_another(database_url: str) -> None:
+    """The key's lock goes with the worker that held it: ``kill -9`` in the middle of a keyed request, and its retry
+    in another worker runs (a 409 until the database has seen the worker's connection close, no longer)."""
+    env = {"DATABASE_URL": database_url, "DATABASE_TIMEOUT": "5"}
+    with serve("notes_app:app", env) as server, serve("notes_app:app", env) as other:
+        assert httpx.post(f"{server.url}/notes/", json=NOTE).status_code == 200
+
+        async def killed_then_retried() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                with notes_locked(database_url):
+                    first = asyncio.create_task(post_keyed(client, server.url, "k"))
+                    await asyncio.sleep(0.5)
+                    server.process.send_signal(signal.SIGKILL)
+                    with pytest.raises(httpx.TransportError):
+                        await first
+                answers = [await post_keyed(client, other.url, "k")]
+                deadline = time.monotonic() + 10
+                while answers[-1].status_code == 409 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    answers.append(await post_keyed(client, other.url, "k"))
+                return answers
+
+        answers = asyncio.run(killed_then_retried())
+        listed = httpx.get(f"{other.url}/notes/").json()
+    assert {answer.status_code for answer in answers[:-1]} <= {409}, answers[-1].text
+    assert answers[-1].status_code == 200, answers[-1].text
+    assert [note["text"] for note in listed] == [NOTE["text"]] * 2
+
+
+async def post_keyed(client: httpx.AsyncClient, base_url: str, key: str) -> httpx.Response:
+    return await client.post(f"{base_url}/notes/", json=NOTE, headers={"idempotency-key": key})
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -227,10 +228,24 @@ class Backend:
             finally:
                 await async_engine.dispose()
 
+    async def try_lock(self, driver: Any, name: str) -> bool:
+        """Take a lock on ``name`` that every process using the database sees, inside a transaction on the
+        ``driver``'s connection, without waiting: whether it was had. A process or connection that ends gives its
+        locks up."""
+        raise NotImplementedError
+
+    async def unlock(self, driver: Any, name: str) -> None:
+        """Give up the lock on ``name`` that ``try_lock`` took, before its transaction ends."""
+
     async def position(self, driver: Any) -> int:
         """Return how far in the primary's log the server of ``driver`` is: on the primary, the end of what it has
         committed; on a replica, the end of what it has replayed."""
         raise NotImplementedError
+
+
+def lock_number(name: str) -> int:
+    """Return the signed 64-bit number of the lock on ``name``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def described(cursor: Any) -> list[str]:

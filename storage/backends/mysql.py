@@ -8,7 +8,7 @@ from typing import Any
 
 import databases
 
-from storage.backends.base import Backend, Described, beyond_64_bits, described
+from storage.backends.base import Backend, Described, beyond_64_bits, described, lock_number
 from storage.exceptions import RefusedByDatabase, conflict, not_storable
 
 
@@ -31,6 +31,22 @@ class MySQLBackend(Backend):
 
     def discard(self, driver: Any) -> None:
         driver.close()  # aiomysql's pool does not hand out a closed connection
+
+    async def try_lock(self, driver: Any, name: str) -> bool:
+        # A named lock of the session, given up by unlock() before the transaction's connection goes back to its pool,
+        # and by the server when the connection ends.
+        async with driver.cursor() as cursor:
+            await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock_name(name),))
+            (held,) = await cursor.fetchone()
+            return bool(held == 1)
+
+    async def unlock(self, driver: Any, name: str) -> None:
+        try:
+            async with driver.cursor() as cursor:
+                await cursor.execute("SELECT RELEASE_LOCK(%s)", (lock_name(name),))
+        except BaseException:
+            self.discard(driver)  # and its locks with it: none may go back to the pool held
+            raise
 
     def options(self) -> dict[str, Any]:
         seconds = max(1, int(self.timeout))
@@ -92,3 +108,8 @@ class MySQLBackend(Backend):
         if isinstance(exc, self.pymysql.Error) and exc.args[:1] == (1064,):  # PyMySQL writes any integer in the SQL
             return beyond_64_bits(names, args)
         return super().refused_parameter(exc, names, args)
+
+
+def lock_name(name: str) -> str:
+    """Return the name of MySQL's lock on ``name``: at most 64 characters."""
+    return f"port_{lock_number(name) & 2**64 - 1:016x}"

@@ -16,7 +16,7 @@ from typing import Any
 import databases
 import sqlalchemy
 
-from storage.backends.base import Backend, Described, Release, Write
+from storage.backends.base import Backend, Described, Release, Write, lock_number
 from storage.exceptions import GroupConflict, RefusedByDatabase, conflict, not_storable
 from storage.urls import listed_hosts, with_host
 
@@ -196,6 +196,11 @@ class PostgresBackend(Backend):
         if found and isinstance(exc, (self.asyncpg.DataError, self.asyncpg.InterfaceError)):
             return names[int(found[1]) - 1]
         return super().refused_parameter(exc, names, args)
+
+    async def try_lock(self, driver: Any, name: str) -> bool:
+        # An advisory lock of the transaction: given up when it ends, and with its connection.
+        held: bool = await driver.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_number(name))
+        return held
 
     async def position(self, driver: Any) -> int:
         # The end of the WAL flushed on the primary, past every commit it acknowledged; a standby promoted since is a

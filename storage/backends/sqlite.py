@@ -4,16 +4,19 @@ returns; long lists read on connections of their own (``databases``' ``backends/
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
 import sqlite3
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import databases
 from databases.core import Connection
 
-from storage.backends.base import Backend, Described, described
+from storage.backends.base import Backend, Described, described, lock_number
 from storage.exceptions import RefusedByDatabase, conflict, not_storable
+
+LOCK_OFFSETS = 2**62 - 1  # the bytes of the locks' file that lock_number() picks from
 
 
 class FullySynchronous(sqlite3.Connection):
@@ -37,6 +40,7 @@ class SQLiteBackend(Backend):
     def __init__(self, url: databases.DatabaseURL, timeout: float) -> None:
         super().__init__(url, timeout)
         self.idle: list[Any] = []
+        self.locks: BinaryIO | None = None  # the file whose bytes are try_lock()'s locks
         self.in_memory = url.database in ("", ":memory:")
 
     def options(self) -> dict[str, Any]:
@@ -107,9 +111,30 @@ class SQLiteBackend(Backend):
         await reader.execute("PRAGMA query_only = ON")
         return reader
 
+    async def try_lock(self, driver: Any, name: str) -> bool:
+        # A byte of a file beside the database, locked with fcntl: the kernel gives it up when the process ends. A
+        # lock on the database file itself would go whenever SQLite closes a connection to it (POSIX locks are the
+        # process's, per file).
+        if self.in_memory:
+            return True  # no other process sees the database
+        if self.locks is None:
+            self.locks = open(f"{self.url.database}-locks", "ab")  # open until close()
+        try:
+            fcntl.lockf(self.locks, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, lock_number(name) & LOCK_OFFSETS)
+        except (BlockingIOError, PermissionError):  # held by another process
+            return False
+        return True
+
+    async def unlock(self, driver: Any, name: str) -> None:
+        if self.locks is not None:
+            fcntl.lockf(self.locks, fcntl.LOCK_UN, 1, lock_number(name) & LOCK_OFFSETS)
+
     async def close(self) -> None:
         while self.idle:
             await self.idle.pop().close()
+        if self.locks is not None:
+            self.locks.close()
+            self.locks = None
 
 
 async def read_cursor(driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
