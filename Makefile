@@ -10,7 +10,7 @@ NPM_INSTALL := npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglev
 # do. CI has npm, and fails without it.
 DOCS_FILES := $(if $(or $(shell command -v npm),$(CI)),node_modules/.installed,no-npm)
 
-.PHONY: run test lint bench soak clean drift no-npm
+.PHONY: run test lint bench callgrind soak clean drift no-npm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ drift: node_modules/.installed
 bench: $(VENV)/.test node_modules/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
+
+# Instructions per request of the CRUD example against the yardstick, counted by callgrind (valgrind): steady figures.
+callgrind: $(VENV)/.test
+	@command -v valgrind >/dev/null || { echo "make callgrind needs valgrind: apt-get install valgrind"; exit 1; }
+	$(BIN)/python -m bench.callgrind
 
 # The fault loops too long for every run: the slow-client tests with the client at work for a minute, 300 stalled
 # readers on SQLite and 30,000 POSTs past one stalled reader; 1,000 keyed POSTs (and 1,000 plain) through stalls; ten

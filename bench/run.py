@@ -76,6 +76,7 @@ FETCHED_EDITS = [
 CRUD_APPS = {
     "port": ("examples.crud_app:app", "CRUD_DATABASE_URL"),
     "fastapi": ("examples.crud_fastapi_app:app", "CRUD_FASTAPI_DATABASE_URL"),
+    "yardstick": ("bench.yardstick_app:app", "YARDSTICK_DATABASE_URL"),  # Starlette on the drivers
 }
 CREATE_CRUD = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR(200), completed BOOLEAN, priority INTEGER)"
 ONE_SCRIPT = """math.randomseed(1)
@@ -418,6 +419,7 @@ def main() -> None:
     columns += ["FastAPI RSS MiB, idle → peak", "port RSS MiB, idle → peak"]
     print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 7)
     port_rates: dict[tuple[str, str], float] = {}
+    yardstick_rows: list[str] = []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         directory = Path(tmp)
         for backend in args.backends.split(","):
@@ -432,6 +434,14 @@ def main() -> None:
                 cells += [ratio, f"{fastapi.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
+                if "yardstick" in results:
+                    yardstick_rows.append(yardstick_row(backend, label, results["yardstick"], port))
+        if yardstick_rows:
+            print("\nThe CRUD rows against the yardstick, Starlette on the drivers (bench/yardstick_app.py):\n")
+            columns = ["backend", "scenario", "yardstick req/s", "port req/s", "port / yardstick"]
+            columns += ["yardstick p99 ms", "port p99 ms"]
+            print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 5)
+            print("\n".join(yardstick_rows))
         if "page" in args.scenarios.split(","):
             shares = ", ".join(
                 f"{page_share(name, args, directory):.0%} on {name}" for name in args.backends.split(",")
@@ -454,6 +464,13 @@ def main() -> None:
                 f"; the port serves them in {1000 / port_rates['sqlite', 'large']:.1f} ms a request under load", end=""
             )
         print(".")
+
+
+def yardstick_row(backend: str, label: str, yardstick: Result, port: Result) -> str:
+    rates = [f"{r.rate:,.1f}" + (f" ({r.errors})" if r.errors else "") for r in (yardstick, port)]
+    cells = [backend, label, *rates, f"{port.rate / yardstick.rate:.0%}" if yardstick.rate else "n/a"]
+    cells += [f"{yardstick.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def platform_line() -> str:

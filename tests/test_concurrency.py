@@ -201,6 +201,11 @@ def test_a_transaction_holds_its_own_writes_only(port_app: ModuleType, client: T
     )
 
 
+WAITING_FOR_LOCKS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_groups_that_deadlock_are_run_again_alone(database_url: str, port_app: ModuleType, client: TestClient) -> None:
     """Two processes' groups that lock two rows in opposite orders deadlock: PostgreSQL aborts one, whose writes then
@@ -226,7 +231,9 @@ def test_groups_that_deadlock_are_run_again_alone(database_url: str, port_app: M
                 await blocker.execute("SELECT * FROM notes FOR UPDATE")
                 first = asyncio.gather(database.execute(set_text(1, "first")), database.execute(complete(2)))
                 second = asyncio.gather(other.execute(set_text(2, "second")), other.execute(complete(1)))
-                await asyncio.sleep(0.2)
+                async with asyncio.timeout(10):
+                    while await blocker.fetchval(WAITING_FOR_LOCKS) < 2:  # both groups wait, each for its first row
+                        await asyncio.sleep(0.01)
             assert [*await first, *await second] == [None] * 4
             return sorted(group_sizes + other_group_sizes)
         finally:
