@@ -39,7 +39,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[random.Random], str], bytes, bytes]] =
     "create": ("POST", lambda _: "/notes/", b"", CREATE_BODY),
 }
 HELPER = """#include <valgrind/callgrind.h>
-void start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT("start"); }
 void stop(const char *name) { CALLGRIND_DUMP_STATS_AT(name); CALLGRIND_STOP_INSTRUMENTATION; }
 """
 
