@@ -3,8 +3,8 @@ within a deadline, failing with the engine's own errors, and the writes waiting 
 
 It answers as ``databases.Database`` does, through the same public methods: ``connect``, ``disconnect``,
 ``connection``, ``transaction``, ``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many`` and
-``iterate``; ``iterate_pages`` and ``create_all`` are the port's. Its reads are in ``reads.py``, its writes in
-``writes.py``; what differs from one database to another in ``backends/``.
+``iterate``; ``iterate_pages``, ``end``, ``lock`` and ``create_all`` are the port's. Its reads are in ``reads.py``,
+its writes in ``writes.py``; what differs from one database to another in ``backends/``.
 """
 
 from __future__ import annotations

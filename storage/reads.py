@@ -49,7 +49,7 @@ class Reads:
             raise
 
     async def fetch(self, driver: Any, prepared: Prepared, one: bool) -> Described:
-        if prepared.statement.columns and not one:
+        if prepared.statement.columns and (not one or prepared.statement.one_row):
             return await self.backend.fetch(driver, prepared.sql, prepared.args), []
         return await self.backend.fetch_described(driver, prepared.sql, prepared.args, one)
 

@@ -9,7 +9,7 @@ holds the SQL as the backend's driver takes it, its parameters' bind processors 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import sqlalchemy
@@ -32,9 +32,12 @@ class CompiledCache:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.statements: dict[Any, Statement] = {}
+        self.inserts: dict[tuple[Any, ...], Statement | None] = {}  # by table and columns given, from code
 
     def prepare(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Prepared:
         """Return ``query`` with ``values`` as ``databases`` would run them, the SQL compiled at most once."""
+        if values and (insert := self.insert(query, values)) is not None:
+            return insert.prepare(insert.compiled.construct_params(values))
         query = build_query(query, values)
         key = cache_key(query)
         statement = self.statements.get(key.key) if key is not None else None
@@ -48,6 +51,25 @@ class CompiledCache:
         if key is not None:
             self.keep(key.key, statement)
         return statement.prepare(compiled.construct_params())
+
+    def insert(self, query: ClauseElement | str, values: dict[str, Any]) -> Statement | None:
+        """Return the statement of ``query.values(**values)`` where ``query`` is a bare ``insert()`` of a table and
+        ``values`` give its columns plain values: compiled once for the table and the columns given, with a parameter
+        for each, so that no statement is built and no cache key made for each row; else ``None``."""
+        if not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+            return None
+        if any(isinstance(value, ClauseElement) for value in values.values()):
+            return None
+        key = (query.table, *values)
+        if key not in self.inserts:
+            table = query.table
+            # A column left to a Python-side default takes it from the statement built for the row.
+            plain = isinstance(table, sqlalchemy.Table) and all(name in table.c for name in values)
+            plain = plain and all(column.default is None for column in table.columns if column.key not in values)
+            bound = query.values({name: sqlalchemy.bindparam(name) for name in values}) if plain else None
+            compiled = bound.compile(dialect=self.backend.dialect) if bound is not None else None
+            self.inserts[key] = Statement(compiled, self.backend) if isinstance(compiled, SQLCompiler) else None
+        return self.inserts[key]
 
     def keep(self, key: Any, statement: Statement) -> None:
         """Cache ``statement`` under ``key``; past ``size`` statements, drop one not used lately, as SQLAlchemy's
@@ -120,6 +142,7 @@ class Statement:
         )
         # An UPDATE or a DELETE that answers no rows gives nothing but its success: it can run with others.
         self.groupable = (compiled.isupdate or compiled.isdelete) and not compiled.effective_returning
+        self.one_row = gives_one_row(compiled.statement)  # at most: read whole, in one call of the driver's
         columns = result_columns(compiled)
         self.columns = columns
         self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}
@@ -230,6 +253,26 @@ def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any, list[str]]]:
         labels = [str(item) for item in objects if isinstance(item, sqlalchemy.ColumnElement)]
         columns.append((key, type_, labels))
     return columns
+
+
+def gives_one_row(statement: Any) -> bool:
+    """Whether ``statement`` is a select of one table that gives one row at most: its ``WHERE`` compares each column of
+    the table's primary key, or of one of its unique constraints, for equality with a value."""
+    if not isinstance(statement, sqlalchemy.Select) or len(froms := statement.get_final_froms()) != 1:
+        return False
+    table = froms[0]
+    if not isinstance(table, sqlalchemy.Table):
+        return False
+    equal = set()
+    for clause in conjuncts(statement.whereclause):
+        if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
+            for column, other in ((clause.left, clause.right), (clause.right, clause.left)):
+                if isinstance(column, sqlalchemy.Column) and column.table is table and isinstance(other, BindParameter):
+                    equal.add(column.key)
+    unique = [constraint for constraint in table.constraints if isinstance(constraint, sqlalchemy.UniqueConstraint)]
+    keys: list[Iterable[sqlalchemy.Column[Any]]] = [table.primary_key.columns, *(each.columns for each in unique)]
+    keys += [[column] for column in table.columns if column.unique]
+    return any(all(column.key in equal for column in key) for key in keys if list(key))
 
 
 def conjuncts(clause: Any) -> Iterator[Any]:

@@ -92,13 +92,8 @@ class Writes:
                 return [await execute_all(connection.raw_connection, item) for item in send()]
         driver = connection.raw_connection
         await driver.execute("BEGIN IMMEDIATE")
-        try:
-            results = [await execute_all(driver, item) for item in send()]
-        except BaseException:
-            await driver.execute("ROLLBACK")
-            raise
-        await driver.execute("COMMIT")
-        return results
+        groups = [[(each.sql, each.args, each.statement.is_insert) for each in item] for item in send()]
+        return await self.backend.run_and_commit(driver, groups)
 
     async def write_together(self, send: Send[Write]) -> list[Any]:
         """Run the writes of the group that ``send`` gives, once a connection is had, together (the backend's

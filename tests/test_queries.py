@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from storage import ConstraintConflict, Database
-from storage.statements import CompiledCache
+from storage.statements import CompiledCache, gives_one_row
 from tests.helpers import BACKENDS
 from tests.test_any_table import KINDS, TABLES, Field, fields, table_and_models
 
@@ -66,6 +66,7 @@ def tables_rows_and_queries(draw: st.DrawFn, skipped: set[str]) -> tuple[list[Fi
         st.tuples(st.just("order"), st.sampled_from(compared), st.booleans()),
         st.tuples(st.just("limit"), st.integers(0, 15), st.integers(0, 15)),
         st.tuples(st.just("in"), st.lists(st.integers(0, 15), max_size=4)),
+        st.tuples(st.just("key"), st.integers(0, 15)),  # one row at most: read whole
         st.tuples(st.just("completed"), st.booleans()),
     )
     queries = draw(st.lists(st.lists(steps, max_size=3), min_size=1, max_size=4))
@@ -94,6 +95,8 @@ def build(table: sqlalchemy.Table, steps: list[Any], draw_value: Any) -> Any:
             query = query.order_by(table.c.id).limit(step[1]).offset(step[2])
         elif step[0] == "in":
             query = query.where(table.c.id.in_(step[1]))
+        elif step[0] == "key":
+            query = query.where(table.c.id == step[1])
         else:
             query = query.where(table.c.completed == step[1])
     return query
@@ -194,6 +197,38 @@ def test_a_list_of_a_page_or_more_comes_whole(database_url: str, count: int) -> 
             await database.disconnect()
 
     asyncio.run(listed())
+
+
+ONE_ROW_METADATA = sqlalchemy.MetaData()
+PAIRS = sqlalchemy.Table(
+    "pairs",
+    ONE_ROW_METADATA,
+    sqlalchemy.Column("a", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("b", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("code", sqlalchemy.String(10), unique=True),
+    sqlalchemy.Column("x", sqlalchemy.Integer),
+    sqlalchemy.Column("y", sqlalchemy.Integer),
+    sqlalchemy.UniqueConstraint("x", "y"),
+)
+OTHERS = sqlalchemy.Table("others", ONE_ROW_METADATA, sqlalchemy.Column("a", sqlalchemy.Integer, primary_key=True))
+
+
+@pytest.mark.parametrize(
+    ("query", "one_row"),
+    [
+        pytest.param(PAIRS.select().where(PAIRS.c.a == 1, PAIRS.c.b == 2), True, id="primary-key"),
+        pytest.param(PAIRS.select().where(PAIRS.c.a == 1), False, id="part-of-the-primary-key"),
+        pytest.param(PAIRS.select().where(PAIRS.c.code == "c"), True, id="unique-column"),
+        pytest.param(PAIRS.select().where(PAIRS.c.x == 1, PAIRS.c.y == 2, PAIRS.c.a > 0), True, id="unique-constraint"),
+        pytest.param(PAIRS.select().where(PAIRS.c.x == 1), False, id="part-of-a-unique-constraint"),
+        pytest.param(PAIRS.select().where(PAIRS.c.a == PAIRS.c.b), False, id="column-to-column"),
+        pytest.param(PAIRS.select().where((PAIRS.c.a == 1) | (PAIRS.c.b == 2)), False, id="or"),
+        pytest.param(sqlalchemy.select(PAIRS, OTHERS).where(PAIRS.c.a == 1, PAIRS.c.b == 2), False, id="two-tables"),
+        pytest.param(PAIRS.update().where(PAIRS.c.a == 1, PAIRS.c.b == 2), False, id="not-a-select"),
+    ],
+)
+def test_a_select_by_a_key_gives_one_row(query: Any, one_row: bool) -> None:
+    assert gives_one_row(query) is one_row
 
 
 def test_statements_of_new_shapes_make_room_for_those_in_use(tmp_path: Path) -> None:

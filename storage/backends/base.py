@@ -119,6 +119,12 @@ class Backend:
         ``databases``' ``execute`` returns for each, where the backend ``groups_writes``."""
         raise NotImplementedError
 
+    async def run_and_commit(self, driver: Any, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+        """Run each of ``groups``' statements, given as their SQL, arguments and whether each inserts, in the
+        transaction begun on the ``driver``'s connection, and commit it, or roll it back if one fails, where the backend
+        ``shares_connection``; return what ``execute`` returns for each statement."""
+        raise NotImplementedError
+
     def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
         """Return what turns the driver's value of a column of ``type_`` into the value ``databases`` gives, or
         ``None``."""

@@ -7,8 +7,8 @@ import asyncio
 import fcntl
 import re
 import sqlite3
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any, BinaryIO
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, BinaryIO, TypeVar
 
 import databases
 from databases.core import Connection
@@ -16,6 +16,7 @@ from databases.core import Connection
 from storage.backends.base import Backend, Described, described, lock_number
 from storage.exceptions import RefusedByDatabase, conflict, not_storable
 
+Result = TypeVar("Result")
 LOCK_OFFSETS = 2**62 - 1  # the bytes of the locks' file that lock_number() picks from
 
 
@@ -74,10 +75,10 @@ class SQLiteBackend(Backend):
             return rows, described(cursor)
 
     async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
-        # databases reads lastrowid on a connection of the query's own; on the shared one it may be an earlier
-        # statement's, so only an INSERT's counts.
-        async with driver.execute(sql, args) as cursor:
-            return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
+        return await in_thread(driver, run_one, sql, args, insert)
+
+    async def run_and_commit(self, driver: Any, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+        return await in_thread(driver, run_and_commit, groups)  # one call to aiosqlite's thread for all
 
     async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
         await driver.executemany(sql, args)  # aiosqlite: sqlite3's loop, in one call to its thread
@@ -135,6 +136,45 @@ class SQLiteBackend(Backend):
         if self.locks is not None:
             self.locks.close()
             self.locks = None
+
+
+async def in_thread(driver: Any, work: Callable[..., Result], *args: Any) -> Result:
+    """Return ``work(connection, *args)``, run on the sqlite3 connection of aiosqlite's ``driver``, in its thread: one
+    call, where aiosqlite's cursor takes one for its statement and one more to close.
+
+    aiosqlite has no public name for it: each of its methods queues a function of its own on its thread this way
+    (``_execute``), on the connection it keeps as ``_conn``.
+    """
+    result: Result = await driver._execute(work, driver._conn, *args)
+    return result
+
+
+def run_one(connection: sqlite3.Connection, sql: str, args: Any, insert: bool) -> Any:
+    """Run ``sql`` and return what ``databases``' ``execute`` returns: the new key of an ``insert``, else the number of
+    rows changed."""
+    cursor = connection.execute(sql, args)
+    try:
+        # databases reads lastrowid on a connection of the query's own; on the shared one it may be an earlier
+        # statement's, so only an INSERT's counts.
+        return cursor.lastrowid if insert and cursor.lastrowid else cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def run_and_commit(connection: sqlite3.Connection, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+    try:
+        results = []
+        for statements in groups:
+            if len(statements) > 1 and all(sql == statements[0][0] for sql, _, _ in statements):  # execute_many's
+                connection.executemany(statements[0][0], [args for _, args, _ in statements])
+                results.append([None] * len(statements))
+            else:
+                results.append([run_one(connection, *statement) for statement in statements])
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return results
 
 
 async def read_cursor(driver: Any, sql: str, args: Any, size: int) -> AsyncGenerator[Described, None]:
