@@ -35,10 +35,14 @@ class MySQLBackend(Backend):
     async def try_lock(self, driver: Any, name: str) -> bool:
         # A named lock of the session, given up by unlock() before the transaction's connection goes back to its pool,
         # and by the server when the connection ends.
-        async with driver.cursor() as cursor:
-            await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock_name(name),))
-            (held,) = await cursor.fetchone()
-            return bool(held == 1)
+        try:
+            async with driver.cursor() as cursor:
+                await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock_name(name),))
+                (held,) = await cursor.fetchone()
+                return bool(held == 1)
+        except BaseException:
+            self.discard(driver)  # a lock had but not known to be: given up with the connection
+            raise
 
     async def unlock(self, driver: Any, name: str) -> None:
         try:

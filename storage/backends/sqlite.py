@@ -162,6 +162,8 @@ def run_one(connection: sqlite3.Connection, sql: str, args: Any, insert: bool) -
 
 
 def run_and_commit(connection: sqlite3.Connection, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+    """Run the statements of ``groups`` in the transaction begun on ``connection``, then commit it; roll it back if a
+    statement or the commit fails, so that the shared connection is never left inside a transaction."""
     try:
         results = []
         for statements in groups:
@@ -170,10 +172,11 @@ def run_and_commit(connection: sqlite3.Connection, groups: list[list[tuple[str, 
                 results.append([None] * len(statements))
             else:
                 results.append([run_one(connection, *statement) for statement in statements])
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
     return results
 
 
