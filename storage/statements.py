@@ -19,6 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
 from storage.backends import Backend, Write
+from storage.backends.base import inserted_into
 from storage.exceptions import DatabaseError, ParameterNotStorable, RefusedByDatabase
 from storage.records import Record, RecordKeys, RowReader, row_reader
 
@@ -56,17 +57,15 @@ class CompiledCache:
         """Return the statement of ``query.values(**values)`` where ``query`` is a bare ``insert()`` of a table and
         ``values`` give its columns plain values: compiled once for the table and the columns given, with a parameter
         for each, so that no statement is built and no cache key made for each row; else ``None``."""
-        if not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+        table = inserted_into(query, values)
+        if table is None:
             return None
-        if any(isinstance(value, ClauseElement) for value in values.values()):
-            return None
-        key = (query.table, *values)
+        key = (table, *values)
         if key not in self.inserts:
-            table = query.table
             # A column left to a Python-side default takes it from the statement built for the row.
-            plain = isinstance(table, sqlalchemy.Table) and all(name in table.c for name in values)
+            plain = all(name in table.c for name in values)
             plain = plain and all(column.default is None for column in table.columns if column.key not in values)
-            bound = query.values({name: sqlalchemy.bindparam(name) for name in values}) if plain else None
+            bound = table.insert().values({name: sqlalchemy.bindparam(name) for name in values}) if plain else None
             compiled = bound.compile(dialect=self.backend.dialect) if bound is not None else None
             self.inserts[key] = Statement(compiled, self.backend) if isinstance(compiled, SQLCompiler) else None
         return self.inserts[key]

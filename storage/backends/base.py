@@ -90,19 +90,15 @@ class Backend:
         its own), a value is an SQL expression or one that its column's type refuses, or the backend has no such
         statement for the row: the query then runs alone.
         """
-        if not values or not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+        if not values or (table := inserted_into(query, values)) is None:
             return None
-        table, names = query.table, tuple(values)
-        if not isinstance(table, sqlalchemy.Table):
-            return None
+        names = tuple(values)
         if (table, names) not in self.inserts:
             self.inserts[table, names] = self.insert_many_sql(table, names)
         insert = self.inserts[table, names]
         if insert is None:
             return None
         sql, processors = insert
-        if any(isinstance(value, sqlalchemy.ClauseElement) for value in values.values()):
-            return None
         try:
             row = [value if process is None else process(value) for process, value in zip(processors, values.values())]
         except (TypeError, ValueError, LookupError):
@@ -247,6 +243,18 @@ class Backend:
         """Return how far in the primary's log the server of ``driver`` is: on the primary, the end of what it has
         committed; on a replica, the end of what it has replayed."""
         raise NotImplementedError
+
+
+def inserted_into(query: Any, values: dict[str, Any]) -> sqlalchemy.Table | None:
+    """Return the table of ``execute(query, values)`` where ``query`` is a bare ``insert()`` (no values, ``RETURNING``
+    or ``ON CONFLICT`` of its own) and ``values`` are plain values, no SQL expression; else ``None``."""
+    if not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+        return None
+    if not isinstance(query.table, sqlalchemy.Table):
+        return None
+    if any(isinstance(value, sqlalchemy.ClauseElement) for value in values.values()):
+        return None
+    return query.table
 
 
 def lock_number(name: str) -> int:
