@@ -110,18 +110,18 @@ async def validate_request(request: Request) -> RequestParams:
     """
     route = request.scope["route"]
     assert isinstance(route, APIRoute), "validate_request() serves the endpoints of APIRoutes"
-    content = await read_body(request) if route.body is not None else PydanticUndefined
+    body = await body_from_json(request, route.body) if route.body is not None else None
+    content = await read_body(request) if route.body is not None and body is None else PydanticUndefined
     path, path_errors = validate_params(request, "path", route.params["path"])
     query, query_errors = validate_params(request, "query", route.params["query"])
     headers, header_errors = validate_params(request, "header", route.params["header"])
     errors = path_errors + query_errors + header_errors
-    body = None
-    if route.body is not None:
+    if route.body is not None and body is None:
         if content is PydanticUndefined:
             errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
         else:
             try:
-                body = route.body.model_validate(content, from_attributes=True)
+                body = validated(route.body, content, from_attributes=True)
             except ValidationError as exc:
                 errors += [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
     if errors:
@@ -139,17 +139,19 @@ def validate_params(request: Request, location: str, model: type[BaseModel] | No
     """
     if model is None:
         return None, []
-    names = {name: name.replace("_", "-") if location == "header" else name for name in model.model_fields}
     received: Mapping[str, Any]
     if location == "path":
         received = request.path_params
     elif location == "query":
         received = dict(request.query_params)
     else:
-        received = {name: request.headers[header] for name, header in names.items() if header in request.headers}
+        headers = request.headers
+        names = parameter_names(model, location)
+        received = {name: headers[header] for name, header in names.items() if header in headers}
     try:
-        return model.model_validate(received), []
+        return validated(model, received), []
     except ValidationError as exc:
+        names = parameter_names(model, location)
         errors: list[dict[str, Any]] = []
         for error in exc.errors(include_url=False):
             field, *rest = error["loc"]
@@ -157,6 +159,43 @@ def validate_params(request: Request, location: str, model: type[BaseModel] | No
             missing = {"input": None} if error["type"] == "missing" else {}
             errors.append({**error, "loc": (location, names.get(str(field), field), *rest), **missing})
         return None, errors
+
+
+def validated(model: type[BaseModel], value: Any, from_attributes: bool | None = None) -> Any:
+    """Return ``model.model_validate(value)``, made by the model's own validator, as that method makes it: without
+    the method's own checks of its arguments, which cost half as much again as validating a small model."""
+    return model.__pydantic_validator__.validate_python(value, from_attributes=from_attributes)
+
+
+@functools.cache
+def parameter_names(model: type[BaseModel], location: str) -> dict[str, str]:
+    """Return the name each field of ``model`` is found by in ``location``: a header's with hyphens."""
+    return {name: name.replace("_", "-") if location == "header" else name for name in model.model_fields}
+
+
+async def body_from_json(request: Request, model: type[BaseModel]) -> Any:
+    """Return the JSON body validated as ``model`` straight from its bytes, where that gives what FastAPI's
+    ``json.loads`` and validation give (``reads_json_alike``), in a third of the time; ``None`` to take FastAPI's way,
+    which then answers any error as FastAPI does."""
+    if not reads_json_alike(model) or not is_json(request.headers.get("content-type", "")):
+        return None
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError:
+        return None
+
+
+@functools.cache
+def reads_json_alike(model: type[BaseModel]) -> bool:
+    """Whether every JSON body that validates as ``model`` from its bytes gives the model that ``json.loads`` and
+    validation give: a plain model whose fields are strings, integers, floats, booleans or ``None``, with no
+    constraints of their own. (A body that does not validate from its bytes is read FastAPI's way, for its errors:
+    one that only ``json.loads`` takes, a lone surrogate, say, is accepted as FastAPI accepts it.)"""
+    fields = model.model_fields.values()
+    return is_plain(model) and all(field.annotation in JSON_ALIKE and not field.metadata for field in fields)
+
+
+JSON_ALIKE = {str, int, float, bool, str | None, int | None, float | None, bool | None}
 
 
 async def read_body(request: Request) -> Any:

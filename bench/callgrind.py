@@ -28,6 +28,7 @@ from typing import Any
 APPS = {
     "port": ("examples.crud_app", "CRUD_DATABASE_URL"),
     "yardstick": ("bench.yardstick_app", "YARDSTICK_DATABASE_URL"),
+    "fastapi_form": ("bench.fastapi_form_app", "CRUD_DATABASE_URL"),  # the port, statements built per request
 }
 BODY = b'{"text": "a note changed by the benchmark", "completed": true, "priority": 3}'
 CREATE_BODY = b'{"text": "a note from the benchmark", "completed": false, "priority": 1}'
@@ -131,13 +132,15 @@ def main() -> None:
         (directory / "helper.c").write_text(HELPER)
         subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", helper, directory / "helper.c"], check=True)
         print(f"# instructions per request, {args.requests} requests a scenario, Python {sys.version.split()[0]}\n")
-        print("| backend | scenario | yardstick | port | port / yardstick |\n|---|---|---:|---:|---:|")
+        print("| backend | scenario | yardstick | port | port / yardstick | FastAPI's form | its / yardstick |")
+        print("|---|---|---:|---:|---:|---:|---:|")
         for backend in args.backends.split(","):
             measured = {app: measure(backend, app, args.requests, directory, helper) for app in APPS}
             for scenario in SCENARIOS:
                 port, yardstick = measured["port"][scenario], measured["yardstick"][scenario]
+                form = measured["fastapi_form"][scenario]
                 cells = [backend, scenario, f"{yardstick / 1e3:,.0f}k", f"{port / 1e3:,.0f}k"]
-                cells.append(f"{port / yardstick:.2f}x")
+                cells += [f"{port / yardstick:.2f}x", f"{form / 1e3:,.0f}k", f"{form / yardstick:.2f}x"]
                 print("| " + " | ".join(cells) + " |", flush=True)
 
 

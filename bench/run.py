@@ -77,6 +77,7 @@ CRUD_APPS = {
     "port": ("examples.crud_app:app", "CRUD_DATABASE_URL"),
     "fastapi": ("examples.crud_fastapi_app:app", "CRUD_FASTAPI_DATABASE_URL"),
     "yardstick": ("bench.yardstick_app:app", "YARDSTICK_DATABASE_URL"),  # Starlette on the drivers
+    "fastapi_form": ("bench.fastapi_form_app:app", "CRUD_DATABASE_URL"),  # the port, statements built per request
 }
 CREATE_CRUD = "CREATE TABLE notes (id {serial} PRIMARY KEY, text VARCHAR(200), completed BOOLEAN, priority INTEGER)"
 ONE_SCRIPT = """math.randomseed(1)
@@ -435,12 +436,14 @@ def main() -> None:
                 cells += [f"{result.idle_rss_mib:,.0f} → {result.peak_rss_mib:,.0f}" for result in (fastapi, port)]
                 print("| " + " | ".join(cells) + " |", flush=True)
                 if "yardstick" in results:
-                    yardstick_rows.append(yardstick_row(backend, label, results["yardstick"], port))
+                    form = results["fastapi_form"]
+                    yardstick_rows.append(yardstick_row(backend, label, results["yardstick"], port, form))
         if yardstick_rows:
-            print("\nThe CRUD rows against the yardstick, Starlette on the drivers (bench/yardstick_app.py):\n")
+            print("\nThe CRUD rows against the yardstick, Starlette on the drivers (bench/yardstick_app.py), and the")
+            print("port in the FastAPI twin's form, statements built per request (bench/fastapi_form_app.py):\n")
             columns = ["backend", "scenario", "yardstick req/s", "port req/s", "port / yardstick"]
-            columns += ["yardstick p99 ms", "port p99 ms"]
-            print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 5)
+            columns += ["yardstick p99 ms", "port p99 ms", "FastAPI's form req/s", "its / yardstick", "its p99 ms"]
+            print("| " + " | ".join(columns) + " |\n|---|---|" + "---:|" * 8)
             print("\n".join(yardstick_rows))
         if "page" in args.scenarios.split(","):
             shares = ", ".join(
@@ -466,10 +469,23 @@ def main() -> None:
         print(".")
 
 
-def yardstick_row(backend: str, label: str, yardstick: Result, port: Result) -> str:
-    rates = [f"{r.rate:,.1f}" + (f" ({r.errors})" if r.errors else "") for r in (yardstick, port)]
-    cells = [backend, label, *rates, f"{port.rate / yardstick.rate:.0%}" if yardstick.rate else "n/a"]
-    cells += [f"{yardstick.p99_ms:,.1f}", f"{port.p99_ms:,.1f}"]
+def yardstick_row(backend: str, label: str, yardstick: Result, port: Result, form: Result) -> str:
+    def rate(result: Result) -> str:
+        return f"{result.rate:,.1f}" + (f" ({result.errors})" if result.errors else "")
+
+    def share(result: Result) -> str:
+        return f"{result.rate / yardstick.rate:.0%}" if yardstick.rate else "n/a"
+
+    cells = [
+        backend,
+        label,
+        rate(yardstick),
+        rate(port),
+        share(port),
+        f"{yardstick.p99_ms:,.1f}",
+        f"{port.p99_ms:,.1f}",
+    ]
+    cells += [rate(form), share(form), f"{form.p99_ms:,.1f}"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy
 from pydantic import BaseModel, Field
+from sqlalchemy import bindparam
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,6 +35,18 @@ notes = sqlalchemy.Table(
     sqlalchemy.Column("completed", sqlalchemy.Boolean),
     sqlalchemy.Column("priority", sqlalchemy.Integer),
 )
+
+# Each statement built once: a call binds its values by name (SQLAlchemy's bindparam()), so that no statement is built
+# for a request. The FastAPI twin builds them in its endpoints, notes.select().where(notes.c.id == note_id); that form
+# works here too.
+notes_page = notes.select().order_by(notes.c.id).offset(bindparam("skip")).limit(bindparam("limit"))
+notes_page_by_state = notes_page.where(notes.c.completed == bindparam("completed"))
+note_by_id = notes.select().where(notes.c.id == bindparam("note_id"))
+notes_like = notes.select().where(notes.c.text.like(bindparam("pattern"))).order_by(notes.c.id)
+notes_like_limited = notes_like.limit(bindparam("limit"))
+add_note = notes.insert()
+change_note = notes.update().where(notes.c.id == bindparam("note_id"))
+remove_note = notes.delete().where(notes.c.id == bindparam("note_id"))
 
 
 class NoteIn(BaseModel):
@@ -102,14 +115,15 @@ async def read_notes(request: Request) -> Response:
     Everything after the form feed is for the code's readers only.
     """
     params: ReadNotesQuery = (await validate_request(request)).query
-    query = notes.select().order_by(notes.c.id).offset(params.skip).limit(params.limit)
-    if params.completed is not None:
-        query = query.where(notes.c.completed == params.completed)
-    return serialize_response(request, await database.fetch_all(query))
+    if params.completed is None:
+        notes_read = await database.fetch_all(notes_page, {"skip": params.skip, "limit": params.limit})
+    else:
+        notes_read = await database.fetch_all(notes_page_by_state, params.model_dump())
+    return serialize_response(request, notes_read)
 
 
 async def find_note(note_id: int) -> Any:
-    note = await database.fetch_one(notes.select().where(notes.c.id == note_id))
+    note = await database.fetch_one(note_by_id, {"note_id": note_id})
     if note is None:
         raise HTTPException(status_code=404, detail="Note not found")
     return note
@@ -122,15 +136,17 @@ async def read_note(request: Request) -> Response:
 
 async def search_notes(request: Request) -> Response:
     params: SearchQuery = (await validate_request(request)).query
-    query = notes.select().where(notes.c.text.like(f"%{params.q}%")).order_by(notes.c.id)
-    return serialize_response(request, await database.fetch_all(query.limit(params.limit)))
+    pattern = f"%{params.q}%"
+    if params.limit is None:
+        return serialize_response(request, await database.fetch_all(notes_like, {"pattern": pattern}))
+    found = await database.fetch_all(notes_like_limited, {"pattern": pattern, "limit": params.limit})
+    return serialize_response(request, found)
 
 
 async def create_note(request: Request) -> Response:
     note: NoteIn = (await validate_request(request)).body
-    query = notes.insert()
     values = {"text": note.text, "completed": note.completed, "priority": note.priority}
-    last_record_id = await database.execute(query=query, values=values)
+    last_record_id = await database.execute(query=add_note, values=values)
     return serialize_response(request, {**note.model_dump(), "id": last_record_id})
 
 
@@ -139,7 +155,7 @@ async def replace_note(request: Request) -> Response:
     path: NotePath = params.path
     note: NoteIn = params.body
     await find_note(path.note_id)
-    await database.execute(notes.update().where(notes.c.id == path.note_id).values(**note.model_dump()))
+    await database.execute(change_note, {"note_id": path.note_id, **note.model_dump()})
     return serialize_response(request, {**note.model_dump(), "id": path.note_id})
 
 
@@ -150,14 +166,14 @@ async def update_note(request: Request) -> Response:
     stored = await find_note(path.note_id)
     changes = note.model_dump(exclude_unset=True)
     if changes:
-        await database.execute(notes.update().where(notes.c.id == path.note_id).values(**changes))
+        await database.execute(change_note, {"note_id": path.note_id, **changes})
     return serialize_response(request, {**stored._mapping, **changes})
 
 
 async def delete_note(request: Request) -> Response:
     path: NotePath = (await validate_request(request)).path
     await find_note(path.note_id)
-    await database.execute(notes.delete().where(notes.c.id == path.note_id))
+    await database.execute(remove_note, {"note_id": path.note_id})
     return serialize_response(request, None)
 
 

@@ -80,7 +80,7 @@ class Database(databases.Database):
             async with self.bounded():
                 await super().connect()
                 if self.backend.shares_connection:
-                    self.shared = super().connection()
+                    self.shared = Connection(self, self._backend)  # every task's, none's own
                     await self.shared.__aenter__()
                 self.writes.start()
                 async with self.connection() as connection:
@@ -216,8 +216,10 @@ class Database(databases.Database):
         """Whether this task is inside ``transaction()``, or the database in ``force_rollback``.
 
         ``databases`` has no public name for it: its ``Connection`` keeps the transactions it is in as
-        ``_transaction_stack``, and its ``Database`` a task's connection as ``_connection``.
+        ``_transaction_stack``, and its ``Database`` a task's connection as ``_connection``, from ``_connection_map``.
         """
+        if self._global_connection is None and not self._connection_map:  # no task holds a connection of its own
+            return False
         connection = self._global_connection or self._connection
         return connection is not None and bool(connection._transaction_stack)
 
@@ -239,6 +241,8 @@ class Database(databases.Database):
 
     async def with_connection(self, call: Callable[[Any], Awaitable[Result]]) -> Result:
         """Return what ``call`` returns for the driver's connection that ``acquire`` gives, given back after."""
+        if self.shared is not None and not self.in_transaction():
+            return await call(self.shared.raw_connection)  # nothing to give back, and never closed
         driver, release = await self.acquire()
         return await self.run_on(driver, release, call)
 

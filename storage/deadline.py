@@ -38,6 +38,8 @@ class Deadline:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
         self.timer.cancel()
+        if exc is None:
+            return
         if isinstance(exc, asyncio.CancelledError):
             for _ in range(self.cancellations):
                 self.task.uncancel()

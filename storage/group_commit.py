@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from storage.exceptions import DatabaseError
@@ -33,49 +34,64 @@ class Waiting(Generic[Item]):
 class GroupCommit(Generic[Item]):
     """Commit items in groups, with ``commit``, and give each its result once its group is committed.
 
-    ``commit`` takes the group's items by calling ``send`` once the database is ready to take them (a connection
-    had, a write lock held): an item whose request gave up before then is left out, never sent. A group that fails
-    for some of its items (anything but a ``DatabaseError``: a refusal of some item's data) is committed again one
-    item at a time: only the items at fault fail.
+    An item that comes while nothing is being committed is committed alone, at once, in its request's own task; the
+    items that come meanwhile wait and make the next group. ``commit`` takes a group's items by calling ``send`` once
+    the database is ready to take them (a connection had, a write lock held): an item whose request gave up before
+    then is left out, never sent. A group that fails for some of its items (anything but a ``DatabaseError``: a
+    refusal of some item's data) is committed again one item at a time: only the items at fault fail.
     """
 
-    def __init__(self, commit: Callable[[Send[Item]], Coroutine[Any, Any, list[Any]]]) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Send[Item]], Coroutine[Any, Any, list[Any]]],
+        bounded: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    ) -> None:
         self.commit = commit
+        self.bounded = bounded  # the deadline of a group's commit: a lone item's is its request's
         self.queue: asyncio.Queue[Waiting[Item]] = asyncio.Queue()
+        self.committing = asyncio.Lock()  # one group at a time, a lone item's included: commits keep their order
+        # Whether an item is sent is decided under this lock: ``send`` may run in a driver's thread (SQLite's).
+        self.sending = threading.Lock()
         self.task = asyncio.create_task(self.run())
 
     async def execute(self, item: Item) -> Any:
         """Return the result of ``item`` once it is committed."""
         waiting = Waiting(item)
-        self.queue.put_nowait(waiting)
+        if self.committing.locked() or not self.queue.empty():
+            self.queue.put_nowait(waiting)
+            committed: Awaitable[Any] = waiting.future
+        else:
+            committed = self.commit_alone(waiting)
         try:
-            return await waiting.future
+            return await committed
         except asyncio.CancelledError:
-            if waiting.sent:
+            with self.sending:
+                waiting.future.cancel()
+                sent = waiting.sent
+            if sent:
                 logger.warning(OUTCOME_UNKNOWN)
             raise
+
+    async def commit_alone(self, waiting: Waiting[Item]) -> Any:
+        async with self.committing:  # free: taken at once
+            results = await self.commit(self.sender([waiting], []))
+            return results[0]
 
     async def run(self) -> None:
         """Commit, over and over, all the items waiting: those that arrive meanwhile make the next group."""
         while True:
             group = [await self.queue.get()]
-            while not self.queue.empty():
-                group.append(self.queue.get_nowait())
-            await self.commit_group(group)
+            async with self.committing:
+                while not self.queue.empty():
+                    group.append(self.queue.get_nowait())
+                await self.commit_group(group)
 
     async def commit_group(self, group: list[Waiting[Item]]) -> None:
         sent: list[Waiting[Item]] = []
-
-        def send() -> list[Item]:
-            sent[:] = [waiting for waiting in group if not waiting.future.done()]
-            for waiting in sent:
-                waiting.sent = True
-            return [waiting.item for waiting in sent]
-
         try:
             # A task for each group: a deadline passed in ``commit`` cancels that task, never the loop that collects
             # the groups.
-            results: list[Any] = await asyncio.create_task(self.commit(send))
+            results: list[Any] = await asyncio.create_task(self.commit_within_deadline(self.sender(group, sent)))
         except Exception as exc:
             if len(sent) > 1 and not isinstance(exc, DatabaseError):
                 for waiting in sent:
@@ -88,6 +104,26 @@ class GroupCommit(Generic[Item]):
             for waiting, result in zip(sent, results):
                 if not waiting.future.done():
                     waiting.future.set_result(result)
+
+    async def commit_within_deadline(self, send: Send[Item]) -> list[Any]:
+        if self.bounded is None:
+            return await self.commit(send)
+        async with self.bounded():
+            return await self.commit(send)
+
+    def sender(self, group: list[Waiting[Item]], sent: list[Waiting[Item]]) -> Send[Item]:
+        """Return the ``send`` of ``group``: it gives the items whose requests still wait, marked as sent, and keeps
+        them in ``sent``."""
+
+        def send() -> list[Item]:
+            with self.sending:
+                # Called in a driver's thread, it reads the futures' state only: the event loop's thread changes it.
+                sent[:] = [waiting for waiting in group if not waiting.future.done()]
+                for waiting in sent:
+                    waiting.sent = True
+            return [waiting.item for waiting in sent]
+
+        return send
 
     async def stop(self) -> None:
         self.task.cancel()

@@ -33,7 +33,7 @@ class Reads:
         database = self.database
         try:
             async with database.bounded():
-                if (leased := await self.replica()) is not None:
+                if database.replicas is not None and (leased := await self.replica()) is not None:
                     try:
                         return await database.run_on(
                             leased.driver, leased.release, lambda driver: self.fetch(driver, prepared, one)

@@ -19,7 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
 from storage.backends import Backend, Write
-from storage.backends.base import inserted_into
+from storage.backends.base import bare_insert_into, is_plain
 from storage.exceptions import DatabaseError, ParameterNotStorable, RefusedByDatabase
 from storage.records import Record, RecordKeys, RowReader, row_reader
 
@@ -34,11 +34,22 @@ class CompiledCache:
         self.backend = backend
         self.statements: dict[Any, Statement] = {}
         self.inserts: dict[tuple[Any, ...], Statement | None] = {}  # by table and columns given, from code
+        # By statement and the names of its values: a statement built once is found again without a cache key.
+        self.bound: dict[ClauseElement, dict[tuple[str, ...], Bound]] = {}
 
     def prepare(self, query: ClauseElement | str, values: dict[str, Any] | None) -> Prepared:
-        """Return ``query`` with ``values`` as ``databases`` would run them, the SQL compiled at most once."""
-        if values and (insert := self.insert(query, values)) is not None:
-            return insert.prepare(insert.compiled.construct_params(values))
+        """Return ``query`` with ``values`` as ``databases`` would run them, the SQL compiled at most once; values
+        that name ``bindparam()``s of ``query`` are bound to them (``bind``)."""
+        if values and not isinstance(query, str) and is_plain(values):
+            if (bound := self.bound.get(query, {}).get(tuple(values))) is not None:
+                return bound.prepare(values)
+            if (insert := self.insert(query, values)) is not None:
+                # Its parameters are the columns given, named as the values are unless the SQL escapes a name.
+                escaped = insert.compiled.escaped_bind_names
+                return insert.prepare(insert.compiled.construct_params(values) if escaped else values)
+            key = cache_key(query)
+            if key is not None and any(bind.key in values for bind in key.bindparams):
+                return self.bind(query, key, values)
         query = build_query(query, values)
         key = cache_key(query)
         statement = self.statements.get(key.key) if key is not None else None
@@ -53,11 +64,32 @@ class CompiledCache:
             self.keep(key.key, statement)
         return statement.prepare(compiled.construct_params())
 
+    def bind(self, query: ClauseElement, key: CacheKey, values: dict[str, Any]) -> Prepared:
+        """Return ``query`` to run with ``values`` as SQLAlchemy's ``connection.execute(query, values)`` runs it: each
+        value binds the ``bindparam()`` of its name or, in an INSERT or UPDATE, sets the column of its name. Compiled
+        once for the statement's shape and the names given, and kept for ``query`` itself, so that a statement built
+        once is not built, keyed or compiled again."""
+        names = tuple(values)
+        statement = self.statements.get((key.key, names))
+        if statement is None:
+            compiled = query.compile(dialect=self.backend.dialect, column_keys=list(names), cache_key=key)
+            assert isinstance(compiled, SQLCompiler)
+            statement = Statement(compiled, self.backend)
+            self.keep((key.key, names), statement)
+        statement.used = True
+        bound = Bound.of(statement, values, key.bindparams)
+        if bound is None:  # bound again at each call
+            return statement.prepare(statement.compiled.construct_params(values, key.bindparams))
+        if query not in self.bound and len(self.bound) >= self.size:  # statements built for each call, past size
+            del self.bound[next(iter(self.bound))]
+        self.bound.setdefault(query, {})[names] = bound
+        return bound.prepare(values)
+
     def insert(self, query: ClauseElement | str, values: dict[str, Any]) -> Statement | None:
         """Return the statement of ``query.values(**values)`` where ``query`` is a bare ``insert()`` of a table and
         ``values`` give its columns plain values: compiled once for the table and the columns given, with a parameter
         for each, so that no statement is built and no cache key made for each row; else ``None``."""
-        table = inserted_into(query, values)
+        table = bare_insert_into(query)
         if table is None:
             return None
         key = (table, *values)
@@ -144,12 +176,13 @@ class Statement:
         self.one_row = gives_one_row(compiled.statement)  # at most: read whole, in one call of the driver's
         columns = result_columns(compiled)
         self.columns = columns
-        self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}
+        self.typed: tuple[RowReader, RecordKeys] | None = None  # where the statement types its columns
+        self.readers: dict[tuple[str, ...], tuple[RowReader, RecordKeys]] = {}  # else, by the names the driver gives
         if columns:
             names = tuple(name for name, _, _ in columns)
             processors = {i: backend.result_processor(type_) for i, (_, type_, _) in enumerate(columns)}
             keys = RecordKeys(names, {label: name for name, _, labels in columns for label in labels})
-            self.readers[names] = row_reader(list(names), processors), keys
+            self.typed = row_reader(list(names), processors), keys
 
     def prepare(self, params: Mapping[str, Any]) -> Prepared:
         """Return the statement with ``params``, bound as the driver takes them."""
@@ -167,8 +200,8 @@ class Statement:
         """Return what reads rows whose columns have ``names`` (as the driver describes them) into dicts, and their
         records' keys: values processed by their types where the statement types its columns (``text()`` does
         not)."""
-        if len(self.readers) == 1 and self.columns:
-            return next(iter(self.readers.values()))
+        if self.typed is not None:
+            return self.typed
         key = tuple(names)
         if key not in self.readers:
             self.readers[key] = row_reader(list(key), {}), RecordKeys(key, {})
@@ -191,6 +224,27 @@ class Statement:
         if (self.compiled.isinsert or self.compiled.isupdate) and table is not None and name in table.c:
             return name
         return None
+
+
+class Bound(NamedTuple):
+    """A statement compiled for values given by name, and the values of the parameters its SQLAlchemy statement holds
+    itself, by name."""
+
+    statement: Statement
+    held: dict[str, Any]
+
+    def prepare(self, values: dict[str, Any]) -> Prepared:
+        return self.statement.prepare({**self.held, **values})
+
+    @classmethod
+    def of(cls, statement: Statement, values: dict[str, Any], extracted: Sequence[BindParameter[Any]]) -> Bound | None:
+        """Return ``statement`` bound as its SQLAlchemy statement, whose parameters are ``extracted``, binds ``values``:
+        ``None`` where a parameter is computed at each call, or one given has a name the SQL escapes."""
+        compiled = statement.compiled
+        if any(bind.callable is not None for bind in statement.binds) or set(compiled.escaped_bind_names) & set(values):
+            return None
+        params = compiled.construct_params(values, extracted)
+        return cls(statement, {name: value for name, value in params.items() if name not in values})
 
 
 class Prepared(NamedTuple):

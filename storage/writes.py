@@ -33,7 +33,7 @@ class Writes:
         if self.backend.shares_connection:
             self.group_commit = GroupCommit(self.commit_in_one_transaction)
         elif self.backend.groups_writes:
-            self.group_commit = GroupCommit(self.write_together)
+            self.group_commit = GroupCommit(self.write_together, self.database.bounded)
 
     async def stop(self) -> None:
         if self.group_commit is not None:
@@ -90,16 +90,16 @@ class Writes:
         if self.backend.in_memory:  # no other connection can lock it, and a transaction() may be open on it
             async with connection.transaction():
                 return [await execute_all(connection.raw_connection, item) for item in send()]
-        driver = connection.raw_connection
-        await driver.execute("BEGIN IMMEDIATE")
-        groups = [[(each.sql, each.args, each.statement.is_insert) for each in item] for item in send()]
-        return await self.backend.run_and_commit(driver, groups)
+
+        def statements() -> list[list[tuple[str, Any, bool]]]:
+            return [[(each.sql, each.args, each.statement.is_insert) for each in item] for item in send()]
+
+        return await self.backend.run_and_commit(connection.raw_connection, statements)
 
     async def write_together(self, send: Send[Write]) -> list[Any]:
         """Run the writes of the group that ``send`` gives, once a connection is had, together (the backend's
         ``write_together``), and return their results."""
-        async with self.database.bounded():
-            return await self.database.with_connection(lambda driver: self.backend.write_together(driver, send()))
+        return await self.database.with_connection(lambda driver: self.backend.write_together(driver, send()))
 
     def group(self) -> GroupCommit[Any] | None:
         """Return where this task's writes wait to be committed together with others'; ``None`` inside

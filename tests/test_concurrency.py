@@ -70,6 +70,25 @@ def count_groups(database: Database) -> list[int]:
     return group_sizes
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)  # MySQL commits each alone
+def test_a_write_alone_commits_at_once_and_those_meanwhile_together(port_app: ModuleType, client: TestClient) -> None:
+    """A write that comes while nothing is being committed commits at once, alone; the writes that come while it runs
+    wait for it, and commit together after it, in the order they came."""
+    database, notes = port_app.database, port_app.notes
+    group_sizes = count_groups(database)
+
+    async def create() -> list[Any]:
+        values = [{"text": f"note {index}", "completed": False} for index in range(5)]
+        return list(await asyncio.gather(*(database.execute(notes.insert(), each) for each in values)))
+
+    assert client.portal is not None
+    ids = client.portal.call(create)
+    assert group_sizes == [1, 4]
+    assert ids == sorted(ids)
+    listed = [note["text"] for note in sorted(client.get("/notes/").json(), key=lambda note: note["id"])]
+    assert listed == [f"note {index}" for index in range(5)]
+
+
 @pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer-transaction"], indirect=True)
 def test_notes_inserted_together_get_their_own_ids(port_app: ModuleType, client: TestClient) -> None:
     """On PostgreSQL the notes created at the same moment share one INSERT: each must get its own row's id."""
@@ -209,9 +228,10 @@ WAITING_FOR_LOCKS = (
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_groups_that_deadlock_are_run_again_alone(database_url: str, port_app: ModuleType, client: TestClient) -> None:
     """Two processes' groups that lock two rows in opposite orders deadlock: PostgreSQL aborts one, whose writes then
-    run again one at a time, and every write is stored."""
+    run again one at a time, and every write is stored. Each group forms behind a write committed alone, which the
+    writes that come while it runs wait for."""
     database, notes = port_app.database, port_app.notes
-    for text in ("one", "two"):
+    for text in ("one", "two", "three", "four"):
         assert client.post("/notes/", json={"text": text, "completed": False}).status_code == 200
     other = Database(database_url)  # another worker's
 
@@ -228,21 +248,25 @@ def test_groups_that_deadlock_are_run_again_alone(database_url: str, port_app: M
             group_sizes, other_group_sizes = count_groups(database), count_groups(other)
             async with blocker.transaction():
                 # Both groups wait for the blocker's locks, then each takes its first row and waits for the other's.
-                await blocker.execute("SELECT * FROM notes FOR UPDATE")
-                first = asyncio.gather(database.execute(set_text(1, "first")), database.execute(complete(2)))
-                second = asyncio.gather(other.execute(set_text(2, "second")), other.execute(complete(1)))
+                await blocker.execute("SELECT * FROM notes WHERE id IN (1, 2) FOR UPDATE")
+                writes = [database.execute(complete(3)), database.execute(set_text(1, "first"))]
+                first = asyncio.gather(*writes, database.execute(complete(2)))
+                writes = [other.execute(complete(4)), other.execute(set_text(2, "second"))]
+                second = asyncio.gather(*writes, other.execute(complete(1)))
                 async with asyncio.timeout(10):
                     while await blocker.fetchval(WAITING_FOR_LOCKS) < 2:  # both groups wait, each for its first row
                         await asyncio.sleep(0.01)
-            assert [*await first, *await second] == [None] * 4
+            assert [*await first, *await second] == [None] * 6
             return sorted(group_sizes + other_group_sizes)
         finally:
             await blocker.close()
             await other.disconnect()
 
     assert client.portal is not None
-    assert client.portal.call(deadlock) == [1, 1, 2, 2]  # one group deadlocked, and its writes ran alone
+    # Two writes alone, two groups, and the writes of the group that deadlocked run again alone.
+    assert client.portal.call(deadlock) == [1, 1, 1, 1, 2, 2]
     expected = [{"id": 1, "text": "first", "completed": True}, {"id": 2, "text": "second", "completed": True}]
+    expected += [{"id": 3, "text": "three", "completed": True}, {"id": 4, "text": "four", "completed": True}]
     assert sorted(client.get("/notes/").json(), key=lambda note: note["id"]) == expected
 
 

@@ -73,8 +73,17 @@ def tables_rows_and_queries(draw: st.DrawFn, skipped: set[str]) -> tuple[list[Fi
     return drawn, rows, queries
 
 
-def build(table: sqlalchemy.Table, steps: list[Any], draw_value: Any) -> Any:
-    """Return ``table.select()`` with the drawn ``steps`` applied."""
+def build(table: sqlalchemy.Table, steps: list[Any], draw_value: Any, values: dict[str, Any] | None = None) -> Any:
+    """Return ``table.select()`` with the drawn ``steps`` applied; given ``values``, built once: each value a
+    ``bindparam()``, kept in ``values`` by its name, to be bound at each call."""
+
+    def given(value: Any, **kwargs: Any) -> Any:
+        if values is None:
+            return value
+        name = f"value_{len(values)}"
+        values[name] = value
+        return sqlalchemy.bindparam(name, **kwargs)
+
     query = table.select()
     for step in steps:
         if step[0] == "where":
@@ -83,7 +92,7 @@ def build(table: sqlalchemy.Table, steps: list[Any], draw_value: Any) -> Any:
             if operator == "is None" or (operator == ">" and field.kind not in ORDERED):
                 query = query.where(column.is_(None))
                 continue
-            value = draw_value(field, data)
+            value = given(draw_value(field, data))
             query = query.where(
                 column == value if operator == "==" else column != value if operator == "!=" else column > value
             )
@@ -92,13 +101,13 @@ def build(table: sqlalchemy.Table, steps: list[Any], draw_value: Any) -> Any:
             column = table.c[field.name]
             query = query.order_by(column.desc() if descending else column, table.c.id)
         elif step[0] == "limit":
-            query = query.order_by(table.c.id).limit(step[1]).offset(step[2])
+            query = query.order_by(table.c.id).limit(given(step[1])).offset(given(step[2]))
         elif step[0] == "in":
-            query = query.where(table.c.id.in_(step[1]))
+            query = query.where(table.c.id.in_(given(step[1], expanding=True)))
         elif step[0] == "key":
-            query = query.where(table.c.id == step[1])
+            query = query.where(table.c.id == given(step[1]))
         else:
-            query = query.where(table.c.completed == step[1])
+            query = query.where(table.c.completed == given(step[1]))
     return query
 
 
@@ -114,17 +123,26 @@ async def compare(url: str, drawn: list[Field], rows: list[dict[str, Any]], quer
         for row in values:
             await port.execute(table.insert(), row)
 
+        drawn_values: list[Any] = []
+
         def draw_value(field: Field, data: st.DataObject) -> Any:
             value = storable(data.draw(KINDS[field.kind].values), url)
-            return TypeAdapter(KINDS[field.kind].field).validate_python(value)
+            drawn_values.append(TypeAdapter(KINDS[field.kind].field).validate_python(value))
+            return drawn_values[-1]
 
         for steps in queries:
             query = build(table, steps, draw_value)
+            once: dict[str, Any] = {}
+            built_once = build(table, steps, lambda *_: drawn_values.pop(0), once)
             expected = [as_databases_gives(record) for record in await theirs.fetch_all(query)]
             if "ORDER BY" not in str(query):  # the database's own order: the same rows, maybe in another order
-                query = query.order_by(table.c.id)
+                query, built_once = query.order_by(table.c.id), built_once.order_by(table.c.id)
                 expected = [as_databases_gives(record) for record in await theirs.fetch_all(query)]
             assert [as_databases_gives(record) for record in await port.fetch_all(query)] == expected, str(query)
+            for _ in range(2):  # compiled, then found again
+                found = [as_databases_gives(record) for record in await port.fetch_all(built_once, once or None)]
+                assert found == expected, str(built_once)
+                assert [as_databases_gives(record) async for record in port.iterate(built_once, once or None)] == found
             first = await port.fetch_one(query)
             assert (first and as_databases_gives(first)) == (expected[0] if expected else None)
             for port.page_size in (Database.page_size, 2):  # read at once; from a cursor, past one page
@@ -297,3 +315,38 @@ def test_many_rows_with_one_refused_store_none(database_url: str) -> None:
             await database.disconnect()
 
     asyncio.run(refused())
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_statements_built_once_write_as_those_built_for_each_call(database_url: str) -> None:
+    """An INSERT, an UPDATE and a DELETE built once, their values bound by name at each call (``bindparam()``), change
+    the rows that the same statements built with their values change, alone, many at once or in a transaction; a key
+    no column can hold finds no row, as the statement built with it finds none."""
+    metadata, table = many_table()
+    by_key = table.c.id == sqlalchemy.bindparam("key")
+    insert, select, update, delete = table.insert(), table.select().where(by_key), table.update(), table.delete()
+    update, delete = update.where(by_key), delete.where(by_key)
+
+    async def written() -> None:
+        database = Database(database_url)
+        await database.connect()
+        try:
+            await database.create_all(metadata)
+            await database.execute_many(insert, [{"text": f"row {index}"} for index in range(1, 6)])
+            await database.execute(update, {"key": 2, "text": "changed"})
+            await database.execute_many(update, [{"key": 3, "text": "three"}, {"key": 4, "text": "four"}])
+            async with database.transaction():
+                await database.execute(delete, {"key": 5})
+                assert await database.fetch_one(select, {"key": 5}) is None
+            await database.execute(delete, {"key": 1})
+            assert await database.fetch_one(select, {"key": 2**70}) is None
+            assert await database.fetch_one(table.select().where(table.c.id == 2**70)) is None
+            stored = await database.fetch_all(table.select().order_by(table.c.id))
+            expected = [{"id": 2, "text": "changed"}, {"id": 3, "text": "three"}, {"id": 4, "text": "four"}]
+            assert [record._asdict() for record in stored] == expected
+            found = await database.fetch_one(select, {"key": 3})
+            assert found is not None and found._asdict() == {"id": 3, "text": "three"}
+        finally:
+            await database.disconnect()
+
+    asyncio.run(written())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -115,10 +116,12 @@ class Backend:
         ``databases``' ``execute`` returns for each, where the backend ``groups_writes``."""
         raise NotImplementedError
 
-    async def run_and_commit(self, driver: Any, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
-        """Run each of ``groups``' statements, given as their SQL, arguments and whether each inserts, in the
-        transaction begun on the ``driver``'s connection, and commit it, or roll it back if one fails, where the backend
-        ``shares_connection``; return what ``execute`` returns for each statement."""
+    async def run_and_commit(
+        self, driver: Any, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
+    ) -> list[list[Any]]:
+        """Begin a transaction on the ``driver``'s connection once it holds the write lock, run the statements that
+        ``groups()``, called then, gives (each as its SQL, its arguments and whether it inserts), and commit it, or roll
+        it back if one fails, where the backend ``shares_connection``; return what ``execute`` returns for each."""
         raise NotImplementedError
 
     def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
@@ -248,13 +251,31 @@ class Backend:
 def inserted_into(query: Any, values: dict[str, Any]) -> sqlalchemy.Table | None:
     """Return the table of ``execute(query, values)`` where ``query`` is a bare ``insert()`` (no values, ``RETURNING``
     or ``ON CONFLICT`` of its own) and ``values`` are plain values, no SQL expression; else ``None``."""
-    if not isinstance(query, sqlalchemy.Insert) or list(query.get_children()) != [query.table]:
+    return bare_insert_into(query) if is_plain(values) else None
+
+
+def bare_insert_into(query: Any) -> sqlalchemy.Table | None:
+    """Return the table that ``query`` inserts into where it is a bare ``insert()``, else ``None``."""
+    if not isinstance(query, sqlalchemy.Insert):
         return None
-    if not isinstance(query.table, sqlalchemy.Table):
-        return None
-    if any(isinstance(value, sqlalchemy.ClauseElement) for value in values.values()):
-        return None
-    return query.table
+    try:
+        return bare_inserts[query]
+    except KeyError:  # the first time
+        pass
+    table = query.table if isinstance(query.table, sqlalchemy.Table) else None  # once for a statement built once
+    bare_inserts[query] = table = table if table is not None and list(query.get_children()) == [table] else None
+    return table
+
+
+bare_inserts: weakref.WeakKeyDictionary[sqlalchemy.Insert, sqlalchemy.Table | None] = weakref.WeakKeyDictionary()
+
+
+def is_plain(values: dict[str, Any]) -> bool:
+    """Whether ``values`` are plain values, none an SQL expression."""
+    for value in values.values():  # a loop, not any() over a generator: this runs for every statement
+        if isinstance(value, sqlalchemy.ClauseElement):
+            return False
+    return True
 
 
 def lock_number(name: str) -> int:

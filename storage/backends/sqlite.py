@@ -77,7 +77,9 @@ class SQLiteBackend(Backend):
     async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
         return await in_thread(driver, run_one, sql, args, insert)
 
-    async def run_and_commit(self, driver: Any, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+    async def run_and_commit(
+        self, driver: Any, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
+    ) -> list[list[Any]]:
         return await in_thread(driver, run_and_commit, groups)  # one call to aiosqlite's thread for all
 
     async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
@@ -161,12 +163,16 @@ def run_one(connection: sqlite3.Connection, sql: str, args: Any, insert: bool) -
         cursor.close()
 
 
-def run_and_commit(connection: sqlite3.Connection, groups: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
-    """Run the statements of ``groups`` in the transaction begun on ``connection``, then commit it; roll it back if a
-    statement or the commit fails, so that the shared connection is never left inside a transaction."""
+def run_and_commit(
+    connection: sqlite3.Connection, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
+) -> list[list[Any]]:
+    """Begin a transaction on ``connection`` once it holds the write lock, run the statements that ``groups()`` then
+    gives, and commit it; roll it back if a statement or the commit fails, so that the shared connection is never left
+    inside a transaction."""
+    connection.execute("BEGIN IMMEDIATE")
     try:
         results = []
-        for statements in groups:
+        for statements in groups():
             if len(statements) > 1 and all(sql == statements[0][0] for sql, _, _ in statements):  # execute_many's
                 connection.executemany(statements[0][0], [args for _, args, _ in statements])
                 results.append([None] * len(statements))
