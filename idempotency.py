@@ -97,7 +97,7 @@ class IdempotencyKeys:
             messages.append(message)
 
         transaction = self.database.transaction()
-        async with self.database.bounded():
+        with self.database.bounded():
             await transaction.start()
         try:
             async with self.database.lock(f"idempotency-key {key}") as held:

@@ -78,7 +78,8 @@ class APIRoute(Route):
         # Starlette adds HEAD to a GET route; FastAPI does not, and answers HEAD with a 405.
         self.method = method.upper()
         self.methods = {self.method}
-        self.params = {"path": path_params, "query": query_params, "header": header_params}
+        declared = {"path": path_params, "query": query_params, "header": header_params}
+        self.params = {location: model for location, model in declared.items() if model is not None}
         self.body = body
         self.response_model = response_model
         self.status_code = status_code
@@ -112,10 +113,11 @@ async def validate_request(request: Request) -> RequestParams:
     assert isinstance(route, APIRoute), "validate_request() serves the endpoints of APIRoutes"
     body = await body_from_json(request, route.body) if route.body is not None else None
     content = await read_body(request) if route.body is not None and body is None else PydanticUndefined
-    path, path_errors = validate_params(request, "path", route.params["path"])
-    query, query_errors = validate_params(request, "query", route.params["query"])
-    headers, header_errors = validate_params(request, "header", route.params["header"])
-    errors = path_errors + query_errors + header_errors
+    found: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for location, model in route.params.items():  # path, query, header: in FastAPI's order
+        found[location], location_errors = validate_params(request, location, model)
+        errors += location_errors
     if route.body is not None and body is None:
         if content is PydanticUndefined:
             errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
@@ -126,10 +128,10 @@ async def validate_request(request: Request) -> RequestParams:
                 errors += [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
     if errors:
         raise RequestValidationError(errors)
-    return RequestParams(path, query, headers, body)
+    return RequestParams(found.get("path"), found.get("query"), found.get("header"), body)
 
 
-def validate_params(request: Request, location: str, model: type[BaseModel] | None) -> tuple[Any, list[dict[str, Any]]]:
+def validate_params(request: Request, location: str, model: type[BaseModel]) -> tuple[Any, list[dict[str, Any]]]:
     """Return the request's parameters found in ``location`` validated with ``model`` and no errors, or ``None`` and
     the errors.
 
@@ -137,8 +139,6 @@ def validate_params(request: Request, location: str, model: type[BaseModel] | No
     field's name with underscores as hyphens, case-insensitively (FastAPI's ``Header()``), and its errors are located
     by that header name.
     """
-    if model is None:
-        return None, []
     received: Mapping[str, Any]
     if location == "path":
         received = request.path_params
@@ -264,6 +264,8 @@ def is_plain(model: type[BaseModel]) -> bool:
 
 def as_content(value: Any) -> Any:
     """Return ``databases`` records, alone or in a list, as the dicts they hold, which a ``TypedDict`` reads."""
+    if type(value) is dict:  # as it is, told before the check for a Record, an abstract class's, which costs more
+        return value
     if hasattr(value, "_asdict"):  # the port's records, SQLAlchemy's rows
         return value._asdict()
     if isinstance(value, Record):

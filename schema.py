@@ -103,7 +103,7 @@ def get_definitions(routes: Sequence[APIRoute]) -> tuple[dict[tuple[Any, JsonSch
 
 
 def takes_input(route: APIRoute) -> bool:
-    return route.body is not None or any(model is not None for model in route.params.values())
+    return route.body is not None or bool(route.params)
 
 
 def get_openapi_operation_parameters(route: APIRoute) -> list[dict[str, Any]]:
@@ -111,8 +111,6 @@ def get_openapi_operation_parameters(route: APIRoute) -> list[dict[str, Any]]:
     FastAPI lists them (a header by its name with hyphens)."""
     parameters = []
     for location, model in route.params.items():
-        if model is None:
-            continue
         schema = model.model_json_schema(ref_template=REF_TEMPLATE)
         for name, field_schema in schema["properties"].items():
             field = model.model_fields[name]

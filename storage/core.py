@@ -22,7 +22,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
 
 from storage.backends import BACKENDS, Release
-from storage.deadline import Deadline
+from storage.deadline import Deadline, Deadlines
 from storage.exceptions import DatabaseError
 from storage.reads import Reads
 from storage.records import Record
@@ -64,7 +64,9 @@ class Database(databases.Database):
         self.backend = backend(database_url, timeout)
         super().__init__(self.backend.databases_url(), **{**self.backend.options(), **options})
         self.timeout = timeout
+        self.deadlines = Deadlines(timeout, self.backend)
         self.shared: Connection | None = None
+        self.shared_driver: Any = None  # the shared connection's own, the driver's (aiosqlite's)
         self.statements = CompiledCache(self.backend)
         self.replicas = Replicas(self.backend, replica_url, replica_max_lag) if replica_url else None
         self.reads = Reads(self)
@@ -73,15 +75,16 @@ class Database(databases.Database):
     def bounded(self) -> Deadline:
         """Return the context of a database call: within ``timeout`` seconds, failing with a ``DatabaseError``, or a
         ``RefusedByDatabase`` for data the database refuses."""
-        return Deadline(self.timeout, self.backend)
+        return Deadline(self.deadlines)
 
     async def connect(self) -> None:
         try:
-            async with self.bounded():
+            with self.bounded():
                 await super().connect()
                 if self.backend.shares_connection:
                     self.shared = Connection(self, self._backend)  # every task's, none's own
                     await self.shared.__aenter__()
+                    self.shared_driver = self.shared.raw_connection
                 self.writes.start()
                 async with self.connection() as connection:
                     await self.backend.setup(connection)
@@ -101,7 +104,7 @@ class Database(databases.Database):
                 await self.writes.stop()
                 if self.shared is not None:
                     await self.shared.__aexit__()
-                    self.shared = None
+                    self.shared = self.shared_driver = None
                 await self.backend.close()
                 await super().disconnect()
         except TimeoutError:
@@ -129,7 +132,7 @@ class Database(databases.Database):
         gives it back after them, as ``_connection.__aexit__()``, and keeps its state as ``_transaction``.
         """
         try:
-            async with self.bounded():
+            with self.bounded():
                 await (transaction.commit() if commit else transaction.rollback())
         except DatabaseError:
             if transaction._transaction is not None:
@@ -147,13 +150,13 @@ class Database(databases.Database):
         waiting, and give whether it was had; it is given up when the block ends, or when its process does."""
         assert self.in_transaction(), "lock() is for a transaction's block"
         driver = self.connection().raw_connection
-        async with self.bounded():
+        with self.bounded():
             held = await self.backend.try_lock(driver, name)
         try:
             yield held
         finally:
             if held:
-                async with self.bounded():
+                with self.bounded():
                     await self.backend.unlock(driver, name)
 
     async def fetch_all(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> list[Any]:
@@ -162,8 +165,8 @@ class Database(databases.Database):
 
     async def fetch_one(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Record | None:
         prepared = self.statements.prepare(query, values)
-        records = prepared.records(*await self.reads.rows(prepared, one=True))
-        return records[0] if records else None
+        rows, names = await self.reads.rows(prepared, one=True)
+        return prepared.record(rows[0], names) if rows else None
 
     async def fetch_val(self, query: ClauseElement | str, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
         record = await self.fetch_one(query, values)
@@ -189,7 +192,7 @@ class Database(databases.Database):
 
     async def execute(self, query: ClauseElement | str, values: dict[str, Any] | None = None) -> Any:
         if isinstance(query, DDLElement):
-            async with self.bounded():
+            with self.bounded():
                 return await super().execute(query, values)
         return await self.writes.execute(query, values)
 
@@ -204,7 +207,7 @@ class Database(databases.Database):
         migrations). Workers starting together race to create the same things; the losers try again."""
         for attempt in range(3):
             try:
-                async with self.bounded():
+                with self.bounded():
                     await self.backend.create_all(metadata)
                 return
             except DatabaseError:
@@ -236,13 +239,13 @@ class Database(databases.Database):
             await connection.__aenter__()
             return connection.raw_connection, connection.__aexit__
         if self.shared is not None:
-            return self.shared.raw_connection, nothing_to_release
+            return self.shared_driver, nothing_to_release
         return await self.backend.acquire(self._backend)
 
     async def with_connection(self, call: Callable[[Any], Awaitable[Result]]) -> Result:
         """Return what ``call`` returns for the driver's connection that ``acquire`` gives, given back after."""
         if self.shared is not None and not self.in_transaction():
-            return await call(self.shared.raw_connection)  # nothing to give back, and never closed
+            return await call(self.shared_driver)  # nothing to give back, and never closed
         driver, release = await self.acquire()
         return await self.run_on(driver, release, call)
 

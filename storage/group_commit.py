@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from storage.exceptions import DatabaseError
@@ -44,7 +44,7 @@ class GroupCommit(Generic[Item]):
     def __init__(
         self,
         commit: Callable[[Send[Item]], Coroutine[Any, Any, list[Any]]],
-        bounded: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+        bounded: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.commit = commit
         self.bounded = bounded  # the deadline of a group's commit: a lone item's is its request's
@@ -55,15 +55,18 @@ class GroupCommit(Generic[Item]):
         self.task = asyncio.create_task(self.run())
 
     async def execute(self, item: Item) -> Any:
-        """Return the result of ``item`` once it is committed."""
+        """Return the result of ``item`` once it is committed: at once, alone, while nothing is being committed; else
+        with the next group."""
         waiting = Waiting(item)
-        if self.committing.locked() or not self.queue.empty():
-            self.queue.put_nowait(waiting)
-            committed: Awaitable[Any] = waiting.future
-        else:
-            committed = self.commit_alone(waiting)
         try:
-            return await committed
+            if self.committing.locked() or not self.queue.empty():
+                self.queue.put_nowait(waiting)
+                return await waiting.future
+            await self.committing.acquire()  # free: taken at once
+            try:
+                return (await self.commit(self.sender([waiting], [])))[0]
+            finally:
+                self.committing.release()
         except asyncio.CancelledError:
             with self.sending:
                 waiting.future.cancel()
@@ -71,11 +74,6 @@ class GroupCommit(Generic[Item]):
             if sent:
                 logger.warning(OUTCOME_UNKNOWN)
             raise
-
-    async def commit_alone(self, waiting: Waiting[Item]) -> Any:
-        async with self.committing:  # free: taken at once
-            results = await self.commit(self.sender([waiting], []))
-            return results[0]
 
     async def run(self) -> None:
         """Commit, over and over, all the items waiting: those that arrive meanwhile make the next group."""
@@ -108,7 +106,7 @@ class GroupCommit(Generic[Item]):
     async def commit_within_deadline(self, send: Send[Item]) -> list[Any]:
         if self.bounded is None:
             return await self.commit(send)
-        async with self.bounded():
+        with self.bounded():
             return await self.commit(send)
 
     def sender(self, group: list[Waiting[Item]], sent: list[Waiting[Item]]) -> Send[Item]:
@@ -116,12 +114,15 @@ class GroupCommit(Generic[Item]):
         them in ``sent``."""
 
         def send() -> list[Item]:
+            items = []
             with self.sending:
                 # Called in a driver's thread, it reads the futures' state only: the event loop's thread changes it.
-                sent[:] = [waiting for waiting in group if not waiting.future.done()]
-                for waiting in sent:
-                    waiting.sent = True
-            return [waiting.item for waiting in sent]
+                for waiting in group:
+                    if not waiting.future.done():
+                        waiting.sent = True
+                        sent.append(waiting)
+                        items.append(waiting.item)
+            return items
 
         return send
 

@@ -32,7 +32,7 @@ class Reads:
         cannot hold."""
         database = self.database
         try:
-            async with database.bounded():
+            with database.bounded():
                 if database.replicas is not None and (leased := await self.replica()) is not None:
                     try:
                         return await database.run_on(
@@ -74,9 +74,10 @@ class Reads:
             del described  # One page more: all of it again, from a cursor, so that the rows come from one snapshot.
         prepared = database.statements.prepare(query, values)
         try:
-            async with database.bounded(), contextlib.aclosing(self.stream(prepared)) as pages:
-                async for page in pages:
-                    yield prepared, page
+            with database.bounded():
+                async with contextlib.aclosing(self.stream(prepared)) as pages:
+                    async for page in pages:
+                        yield prepared, page
         except (RefusedByDatabase, DatabaseError) as exc:
             if not prepared.matches_nothing(exc):
                 raise

@@ -45,8 +45,10 @@ class CompiledCache:
                 return bound.prepare(values)
             if (insert := self.insert(query, values)) is not None:
                 # Its parameters are the columns given, named as the values are unless the SQL escapes a name.
-                escaped = insert.compiled.escaped_bind_names
-                return insert.prepare(insert.compiled.construct_params(values) if escaped else values)
+                if insert.compiled.escaped_bind_names:
+                    return insert.prepare(insert.compiled.construct_params(values))
+                self.keep_bound(query, tuple(values), Bound(insert, {}))
+                return insert.prepare(values)
             key = cache_key(query)
             if key is not None and any(bind.key in values for bind in key.bindparams):
                 return self.bind(query, key, values)
@@ -80,9 +82,7 @@ class CompiledCache:
         bound = Bound.of(statement, values, key.bindparams)
         if bound is None:  # bound again at each call
             return statement.prepare(statement.compiled.construct_params(values, key.bindparams))
-        if query not in self.bound and len(self.bound) >= self.size:  # statements built for each call, past size
-            del self.bound[next(iter(self.bound))]
-        self.bound.setdefault(query, {})[names] = bound
+        self.keep_bound(query, names, bound)
         return bound.prepare(values)
 
     def insert(self, query: ClauseElement | str, values: dict[str, Any]) -> Statement | None:
@@ -101,6 +101,13 @@ class CompiledCache:
             compiled = bound.compile(dialect=self.backend.dialect) if bound is not None else None
             self.inserts[key] = Statement(compiled, self.backend) if isinstance(compiled, SQLCompiler) else None
         return self.inserts[key]
+
+    def keep_bound(self, query: ClauseElement, names: tuple[str, ...], bound: Bound) -> None:
+        """Keep ``bound`` for ``query`` and the names of the values given; past ``size`` statements, drop the one kept
+        first (statements built for each call)."""
+        if query not in self.bound and len(self.bound) >= self.size:
+            del self.bound[next(iter(self.bound))]
+        self.bound.setdefault(query, {})[names] = bound
 
     def keep(self, key: Any, statement: Statement) -> None:
         """Cache ``statement`` under ``key``; past ``size`` statements, drop one not used lately, as SQLAlchemy's
@@ -193,7 +200,9 @@ class Statement:
             sql, names = self.backend.driver_sql(expanded.statement, expanded.positiontup, expanded.parameters)
             # The expanded state's processors are its items' only.
             params, processors = expanded.parameters, {**processors, **expanded.processors}
-        values = [processors[name](params[name]) if name in processors else params[name] for name in names]
+        values = []
+        for name in names:  # a loop, not a list comprehension: a call of its own before Python 3.12
+            values.append(processors[name](params[name]) if name in processors else params[name])
         return Prepared(self, sql, names, self.backend.arguments(names, values), params)
 
     def reader(self, names: Sequence[str]) -> tuple[RowReader, RecordKeys]:
@@ -234,7 +243,7 @@ class Bound(NamedTuple):
     held: dict[str, Any]
 
     def prepare(self, values: dict[str, Any]) -> Prepared:
-        return self.statement.prepare({**self.held, **values})
+        return self.statement.prepare({**self.held, **values} if self.held else values)
 
     @classmethod
     def of(cls, statement: Statement, values: dict[str, Any], extracted: Sequence[BindParameter[Any]]) -> Bound | None:
@@ -256,6 +265,10 @@ class Prepared(NamedTuple):
     args: Any
     params: Mapping[str, Any]  # the values as given, by name
 
+    @property
+    def is_insert(self) -> bool:
+        return self.statement.is_insert
+
     async def execute(self, driver: Any) -> Any:
         """Run the statement on the ``driver``'s connection; return what ``databases``' ``execute`` returns."""
         return await self.statement.backend.execute(driver, self.sql, self.args, self.statement.is_insert)
@@ -271,6 +284,10 @@ class Prepared(NamedTuple):
     def records(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[Record]:
         read_row, keys = self.statement.reader(names)
         return [Record(read_row(row), keys) for row in rows]
+
+    def record(self, row: Sequence[Any], names: Sequence[str]) -> Record:
+        read_row, keys = self.statement.reader(names)
+        return Record(read_row(row), keys)
 
     def matches_nothing(self, exc: RefusedByDatabase | DatabaseError, reading: bool = True) -> bool:
         """Whether ``exc`` is a value that a column cannot hold, given for ``reading`` rows where the column equals it,

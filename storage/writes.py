@@ -48,7 +48,7 @@ class Writes:
             and (group := self.group())
             and (insert := self.backend.insert_many(query, values))
         ):
-            async with self.database.bounded():
+            with self.database.bounded():
                 return await group.execute(insert)
         return (await self.write([self.database.statements.prepare(query, values)]))[-1]
 
@@ -57,7 +57,7 @@ class Writes:
         ``databases``' ``execute`` returns for each."""
         database = self.database
         try:
-            async with database.bounded():
+            with database.bounded():
                 group = self.group()
                 if group is not None and self.backend.shares_connection:
                     results: list[Any] = await group.execute(statements)
@@ -86,15 +86,11 @@ class Writes:
     async def commit_in_one_transaction(self, send: Send[list[Prepared]]) -> list[Any]:
         """Run the statements of the group that ``send`` gives in one transaction, once it holds the write lock: on
         SQLite, one fsync for all of them, and nothing sent for a request that gave up while another process wrote."""
-        connection = self.database.connection()
         if self.backend.in_memory:  # no other connection can lock it, and a transaction() may be open on it
+            connection = self.database.connection()
             async with connection.transaction():
                 return [await execute_all(connection.raw_connection, item) for item in send()]
-
-        def statements() -> list[list[tuple[str, Any, bool]]]:
-            return [[(each.sql, each.args, each.statement.is_insert) for each in item] for item in send()]
-
-        return await self.backend.run_and_commit(connection.raw_connection, statements)
+        return await self.backend.run_and_commit(self.database.shared_driver, send)
 
     async def write_together(self, send: Send[Write]) -> list[Any]:
         """Run the writes of the group that ``send`` gives, once a connection is had, together (the backend's

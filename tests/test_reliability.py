@@ -349,6 +349,37 @@ def test_a_held_lock_is_a_503_within_the_timeout(database_url: str) -> None:
         assert texts(server.url) == ["before", "after"]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_each_call_is_given_up_at_its_own_deadline_on_each_event_loop(database_url: str) -> None:
+    """One timer watches a database's deadlines: calls begun one after another are each given up once their own
+    deadline passes, and so they are after the database has run on an event loop now closed, its timer still set."""
+    database = Database(database_url, timeout=0.5)
+
+    async def quick() -> None:
+        await database.connect()
+        assert await database.fetch_val("SELECT 1") == 1  # the timer set for this call never fires: its loop ends
+        await database.disconnect()
+
+    async def slow(index: int) -> tuple[str, float]:
+        await asyncio.sleep(index * 0.2)
+        began = time.monotonic()
+        with pytest.raises(DatabaseError) as given_up:
+            await database.fetch_val("SELECT pg_sleep(5)")
+        return str(given_up.value), time.monotonic() - began
+
+    async def slow_ones() -> list[tuple[str, float]]:
+        await database.connect()
+        try:
+            return await asyncio.gather(*(slow(index) for index in range(3)))
+        finally:
+            await database.disconnect()
+
+    asyncio.run(quick())
+    given_up = asyncio.run(slow_ones())
+    assert [message for message, _ in given_up] == ["no answer in 0.5 s"] * 3
+    assert all(elapsed < 3 for _, elapsed in given_up), given_up  # well before the statements' 5 s
+
+
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_a_503_stores_nothing_but_a_write_the_log_marks_outcome_unknown(database_url: str, tmp_path: Path) -> None:
     """100 POSTs while another session holds the table past their deadline, the last ones still waiting when it lets

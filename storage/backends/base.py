@@ -6,8 +6,8 @@ import asyncio
 import hashlib
 import sqlite3
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import databases
 import sqlalchemy
@@ -29,6 +29,19 @@ class Write(NamedTuple):
     sql: str
     values: Any
     inserts: bool = False
+
+
+class Runnable(Protocol):
+    """A statement as a backend runs it: its SQL as the driver takes it, its arguments, and whether it inserts."""
+
+    @property
+    def sql(self) -> str: ...
+
+    @property
+    def args(self) -> Any: ...
+
+    @property
+    def is_insert(self) -> bool: ...
 
 
 class Backend:
@@ -116,12 +129,12 @@ class Backend:
         ``databases``' ``execute`` returns for each, where the backend ``groups_writes``."""
         raise NotImplementedError
 
-    async def run_and_commit(
-        self, driver: Any, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
-    ) -> list[list[Any]]:
+    def run_and_commit(
+        self, driver: Any, groups: Callable[[], Sequence[Sequence[Runnable]]]
+    ) -> Awaitable[list[list[Any]]]:
         """Begin a transaction on the ``driver``'s connection once it holds the write lock, run the statements that
-        ``groups()``, called then, gives (each as its SQL, its arguments and whether it inserts), and commit it, or roll
-        it back if one fails, where the backend ``shares_connection``; return what ``execute`` returns for each."""
+        ``groups()``, called then, gives, and commit it, or roll it back if one fails, where the backend
+        ``shares_connection``; return what ``execute`` returns for each."""
         raise NotImplementedError
 
     def result_processor(self, type_: sqlalchemy.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
@@ -139,7 +152,7 @@ class Backend:
         """Return the parameters ``values``, in the order of ``names``, as the driver takes them."""
         return values
 
-    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
+    def fetch(self, driver: Any, sql: str, args: Any) -> Awaitable[Sequence[Sequence[Any]]]:
         """Return the rows of ``sql`` run with ``args`` on the ``driver``'s connection."""
         raise NotImplementedError
 
@@ -148,7 +161,7 @@ class Backend:
         gives them."""
         raise NotImplementedError
 
-    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
+    def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Awaitable[Any]:
         """Run ``sql`` and return what ``databases``' ``execute`` returns: the new key of an ``insert``, else the
         number of rows changed (PostgreSQL: the first value of the first row, if any)."""
         raise NotImplementedError

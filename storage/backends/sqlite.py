@@ -7,13 +7,13 @@ import asyncio
 import fcntl
 import re
 import sqlite3
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 import databases
 from databases.core import Connection
 
-from storage.backends.base import Backend, Described, described, lock_number
+from storage.backends.base import Backend, Described, Runnable, described, lock_number
 from storage.exceptions import RefusedByDatabase, conflict, not_storable
 
 Result = TypeVar("Result")
@@ -65,22 +65,22 @@ class SQLiteBackend(Backend):
             return not_storable()
         return None
 
-    async def fetch(self, driver: Any, sql: str, args: Any) -> Sequence[Sequence[Any]]:
-        rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, args)  # aiosqlite
-        return rows
+    # fetch, execute and run_and_commit are plain functions: what in_thread gives is awaited once, by the caller.
+    def fetch(self, driver: Any, sql: str, args: Any) -> Awaitable[Sequence[Sequence[Any]]]:
+        return in_thread(driver, fetch_rows, sql, args)
 
     async def fetch_described(self, driver: Any, sql: str, args: Any, one: bool) -> Described:
         async with driver.execute(sql, args) as cursor:
             rows = await (cursor.fetchmany(1) if one else cursor.fetchall())
             return rows, described(cursor)
 
-    async def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Any:
-        return await in_thread(driver, run_one, sql, args, insert)
+    def execute(self, driver: Any, sql: str, args: Any, insert: bool) -> Awaitable[Any]:
+        return in_thread(driver, run_one, sql, args, insert)
 
-    async def run_and_commit(
-        self, driver: Any, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
-    ) -> list[list[Any]]:
-        return await in_thread(driver, run_and_commit, groups)  # one call to aiosqlite's thread for all
+    def run_and_commit(
+        self, driver: Any, groups: Callable[[], Sequence[Sequence[Runnable]]]
+    ) -> Awaitable[list[list[Any]]]:
+        return in_thread(driver, run_and_commit, groups)  # one call to aiosqlite's thread for all
 
     async def execute_many(self, driver: Any, sql: str, args: list[Any]) -> None:
         await driver.executemany(sql, args)  # aiosqlite: sqlite3's loop, in one call to its thread
@@ -140,15 +140,20 @@ class SQLiteBackend(Backend):
             self.locks = None
 
 
-async def in_thread(driver: Any, work: Callable[..., Result], *args: Any) -> Result:
-    """Return ``work(connection, *args)``, run on the sqlite3 connection of aiosqlite's ``driver``, in its thread: one
-    call, where aiosqlite's cursor takes one for its statement and one more to close.
+def in_thread(driver: Any, work: Callable[..., Result], *args: Any) -> Awaitable[Result]:
+    """Return what to await for ``work(connection, *args)``, run on the sqlite3 connection of aiosqlite's ``driver``, in
+    its thread: one call, where aiosqlite's cursor takes one for its statement and one more to close.
 
     aiosqlite has no public name for it: each of its methods queues a function of its own on its thread this way
     (``_execute``), on the connection it keeps as ``_conn``.
     """
-    result: Result = await driver._execute(work, driver._conn, *args)
+    result: Awaitable[Result] = driver._execute(work, driver._conn, *args)
     return result
+
+
+def fetch_rows(connection: sqlite3.Connection, sql: str, args: Any) -> list[Any]:
+    """Return the rows of ``sql``, as aiosqlite's ``execute_fetchall`` does, without its wrappers."""
+    return connection.execute(sql, args).fetchall()
 
 
 def run_one(connection: sqlite3.Connection, sql: str, args: Any, insert: bool) -> Any:
@@ -164,7 +169,7 @@ def run_one(connection: sqlite3.Connection, sql: str, args: Any, insert: bool) -
 
 
 def run_and_commit(
-    connection: sqlite3.Connection, groups: Callable[[], list[list[tuple[str, Any, bool]]]]
+    connection: sqlite3.Connection, groups: Callable[[], Sequence[Sequence[Runnable]]]
 ) -> list[list[Any]]:
     """Begin a transaction on ``connection`` once it holds the write lock, run the statements that ``groups()`` then
     gives, and commit it; roll it back if a statement or the commit fails, so that the shared connection is never left
@@ -173,11 +178,11 @@ def run_and_commit(
     try:
         results = []
         for statements in groups():
-            if len(statements) > 1 and all(sql == statements[0][0] for sql, _, _ in statements):  # execute_many's
-                connection.executemany(statements[0][0], [args for _, args, _ in statements])
+            if len(statements) > 1 and all(each.sql == statements[0].sql for each in statements):  # execute_many's
+                connection.executemany(statements[0].sql, [each.args for each in statements])
                 results.append([None] * len(statements))
             else:
-                results.append([run_one(connection, *statement) for statement in statements])
+                results.append([run_one(connection, each.sql, each.args, each.is_insert) for each in statements])
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
