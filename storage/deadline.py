@@ -64,8 +64,8 @@ class Deadline:
 class Deadlines:
     """The deadlines of one database's calls, ``timeout`` seconds each, watched by one timer of the event loop's.
 
-    They all have one timeout, so they pass in the order they began: the timer waits for the oldest running. (A timer
-    for each call, set and cancelled, cost each call more than all the rest of its deadline.)
+    They all have one timeout, so they pass in the order they began: the timer waits for the oldest running. A timer
+    for each call, set and cancelled, would cost several times what this keeping costs.
     """
 
     def __init__(self, timeout: float, backend: Backend) -> None:
